@@ -1,0 +1,66 @@
+"""MLflow plumbing shared by the steps: one place that points MLflow at the context.
+
+MLflow keeps its tracking URI in process-global state; steps call
+:func:`configure` at the start of ``run`` so that two steps with different
+contexts in one process (tests, the local runner) never cross wires.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from mlsteps._imports import require
+from mlsteps.errors import BackendError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlsteps.context import RunContext
+
+
+def configure(ctx: RunContext) -> MlflowClient:
+    """Point MLflow at ``ctx``'s tracking and registry URIs and return a client."""
+    mlflow = require("mlflow")
+    if ctx.mlflow.token is not None:
+        # MLflow reads the bearer token from the environment only.
+        os.environ["MLFLOW_TRACKING_TOKEN"] = ctx.mlflow.token.get_secret_value()
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    mlflow.set_registry_uri(ctx.registry_uri)
+    client: MlflowClient = mlflow.MlflowClient(tracking_uri=ctx.tracking_uri, registry_uri=ctx.registry_uri)
+    return client
+
+
+def ensure_experiment(ctx: RunContext, client: MlflowClient) -> str:
+    """The id of the context's experiment, created (with artifacts under the artifact root) if missing."""
+    name = ctx.experiment_name
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        location = None
+        if ctx.mlflow.tracking_uri is None and ctx.store.local:
+            location = ctx.store.local_dir("mlartifacts").as_uri()
+        try:
+            return str(client.create_experiment(name, artifact_location=location))
+        except Exception:  # noqa: BLE001 - a concurrent creator won the race
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+    except Exception as exc:  # noqa: BLE001
+        raise wrap(exc, "could not get or create the MLflow experiment " + repr(name)) from exc
+
+
+def wrap(exc: BaseException, doing: str) -> BackendError:
+    """Turn an MLflow exception into a :class:`BackendError` that keeps its message."""
+    return BackendError("mlflow", f"{doing}: {exc}", hint=_hint(str(exc)))
+
+
+def _hint(message: str) -> str | None:
+    lowered = message.lower()
+    if "database is locked" in lowered:
+        return "SQLite allows one writer; for parallel runs use `mlflow server` with PostgreSQL"
+    if "connection refused" in lowered or "max retries exceeded" in lowered:
+        return "is the MLflow server running and is the tracking URI right?"
+    return None

@@ -1,0 +1,1 @@
+"""The built-in steps. Each module imports its backend only inside ``run``."""
