@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 from mlsteps.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 #: Top-level module -> the mlsteps extra that installs it.
 EXTRAS = {

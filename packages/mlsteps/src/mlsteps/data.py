@@ -25,7 +25,9 @@ def infer_format(uri: str) -> str:
     suffix = Path(uri.split("?")[0]).suffix.lower()
     fmt = FORMATS.get(suffix)
     if fmt is None:
-        raise DataError(f"{uri}: cannot tell the format from the extension {suffix!r}; expected .parquet or .csv")
+        raise DataError(
+            f"{uri}: cannot tell the format from the extension {suffix!r}; expected .parquet or .csv"
+        )
     return fmt
 
 
@@ -41,10 +43,7 @@ def read_dataframe(source: DatasetRef | str, *, fmt: str | None = None) -> pd.Da
         if path.stat().st_size == 0:
             raise DataError(f"{uri}: file is empty")
     try:
-        if fmt == "parquet":
-            df = pd.read_parquet(uri)
-        else:
-            df = pd.read_csv(uri)
+        df = pd.read_parquet(uri) if fmt == "parquet" else pd.read_csv(uri)
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{uri}: could not be read as {fmt}: {exc}") from exc
     if isinstance(source, DatasetRef) and source.content_hash and is_local(uri):
@@ -56,16 +55,18 @@ def read_dataframe(source: DatasetRef | str, *, fmt: str | None = None) -> pd.Da
     return df
 
 
-def describe_dataset(uri: str, *, fmt: str | None = None, df: pd.DataFrame | None = None, **metadata: Any) -> DatasetRef:
+def describe_dataset(
+    uri: str, *, fmt: str | None = None, df: pd.DataFrame | None = None, **metadata: Any
+) -> DatasetRef:
     """A ref for a local dataset file: content hash, row count and column dtypes."""
     fmt = fmt or infer_format(uri)
     if df is None:
         df = read_dataframe(uri, fmt=fmt)
     return DatasetRef(
         uri=uri,
-        format=fmt,  # type: ignore[arg-type]
+        format=fmt,
         content_hash=hash_file(to_local_path(uri)) if is_local(uri) else None,
-        rows=int(len(df)),
+        rows=len(df),
         columns={str(c): str(t) for c, t in df.dtypes.items()},
         metadata=metadata,
     )

@@ -8,9 +8,11 @@ failures, 2 for usage and configuration errors).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 
 class MlstepsError(Exception):
@@ -109,5 +111,5 @@ class MissingDependencyError(MlstepsError, ImportError):
         self.extra = extra
         super().__init__(
             f"the '{module}' package is needed for this step; install it with "
-            f"`pip install \"mlsteps[{extra}]\"`"
+            f'`pip install "mlsteps[{extra}]"`'
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,14 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlsteps.context import RunKey
 from mlsteps.hashing import hash_value
 from mlsteps.refs import BaseRef, dump_ref, parse_ref
-from mlsteps.storage import ArtifactStore
 
 if TYPE_CHECKING:
-    from mlsteps.context import RunContext
+    from collections.abc import Iterable, Mapping
+
+    from mlsteps.context import RunContext, RunKey
     from mlsteps.step import StepConfig, StepResult
+    from mlsteps.storage import ArtifactStore
 
 Status = Literal["succeeded", "failed", "gate_failed", "cached"]
 
@@ -106,7 +106,11 @@ def code_revision(directory: str) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory, capture_output=True, text=True, timeout=5, check=True,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -192,7 +196,9 @@ class LineageNode(BaseModel):
     parents: dict[str, LineageNode] = Field(default_factory=dict)
 
 
-def find_model_version(records: Iterable[LineageRecord], name: str, version: str | None) -> LineageRecord | None:
+def find_model_version(
+    records: Iterable[LineageRecord], name: str, version: str | None
+) -> LineageRecord | None:
     """The newest successful record that produced ``name`` (at ``version``, if given)."""
     match = None
     for rec in records:
@@ -200,8 +206,10 @@ def find_model_version(records: Iterable[LineageRecord], name: str, version: str
             continue
         for link in rec.outputs.values():
             ref = link.ref
-            if ref.get("kind") == "model_version" and ref.get("name") == name and (
-                version is None or str(ref.get("version")) == str(version)
+            if (
+                ref.get("kind") == "model_version"
+                and ref.get("name") == name
+                and (version is None or str(ref.get("version")) == str(version))
             ):
                 match = rec
     return match
@@ -215,8 +223,10 @@ def trace(records: list[LineageRecord], start: LineageRecord, _depth: int = 0) -
     for name, link in start.inputs.items():
         producer = None
         for rec in records:
-            if rec.started_at <= start.started_at and rec.status in ("succeeded", "cached") and (
-                link.fingerprint in rec.output_fingerprints()
+            if (
+                rec.started_at <= start.started_at
+                and rec.status in ("succeeded", "cached")
+                and (link.fingerprint in rec.output_fingerprints())
             ):
                 producer = rec  # keep the latest producer before ``start``
         if producer is not None:

@@ -59,7 +59,11 @@ def get_step(name: str) -> type[Step[Any]]:
         cls = _load(target)
     except (ImportError, AttributeError) as exc:
         raise StepNotFoundError(
-            [Problem(None, "uses", f"step {name!r} is registered as {target!r} but could not be loaded: {exc}")]
+            [
+                Problem(
+                    None, "uses", f"step {name!r} is registered as {target!r} but could not be loaded: {exc}"
+                )
+            ]
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Step)):
         raise StepNotFoundError([Problem(None, "uses", f"{target!r} is not a mlsteps Step subclass")])

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mlsteps.context import RunContext
 from mlsteps.errors import ConfigError, GateFailure, MlstepsError, Problem
 from mlsteps.hashing import hash_value
 from mlsteps.refs import BaseRef, RefKind, dump_ref, parse_ref
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mlsteps.context import RunContext
+    from mlsteps.lineage import Status
 
 
 class StepConfig(BaseModel):
@@ -145,8 +149,12 @@ def check_inputs(step_cls: type[Step[Any]], inputs: Mapping[str, Any]) -> dict[s
         spec = step_cls.inputs.get(name)
         if spec is None:
             problems.append(
-                Problem(None, f"inputs.{name}", f"step '{step_cls.name}' has no input '{name}'; "
-                        f"expected one of {sorted(step_cls.inputs) or 'none'}")
+                Problem(
+                    None,
+                    f"inputs.{name}",
+                    f"step '{step_cls.name}' has no input '{name}'; "
+                    f"expected one of {sorted(step_cls.inputs) or 'none'}",
+                )
             )
             continue
         try:
@@ -161,7 +169,9 @@ def check_inputs(step_cls: type[Step[Any]], inputs: Mapping[str, Any]) -> dict[s
         parsed[name] = ref
     for name, spec in step_cls.inputs.items():
         if spec.required and name not in inputs:
-            problems.append(Problem(None, f"inputs.{name}", f"required input of step '{step_cls.name}' is missing"))
+            problems.append(
+                Problem(None, f"inputs.{name}", f"required input of step '{step_cls.name}' is missing")
+            )
     if problems:
         raise ConfigError(problems)
     return parsed
@@ -183,7 +193,7 @@ def execute_step(
     cfg = step_cls.parse_config(config)
     refs = check_inputs(step_cls, inputs)
     started = time.time()
-    status = "failed"
+    status: Status = "failed"
     error: str | None = None
     result: StepResult | None = None
     try:

@@ -43,12 +43,12 @@ def ensure_experiment(ctx: RunContext, client: MlflowClient) -> str:
             location = ctx.store.local_dir("mlartifacts").as_uri()
         try:
             return str(client.create_experiment(name, artifact_location=location))
-        except Exception:  # noqa: BLE001 - a concurrent creator won the race
+        except Exception:
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return str(exp.experiment_id)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise wrap(exc, "could not get or create the MLflow experiment " + repr(name)) from exc
 
 
