@@ -26,14 +26,37 @@ BUILTIN_STEPS: dict[str, str] = {
 }
 
 
+#: Steps registered from Python with :func:`register_step` (e.g. in a project's own module).
+_REGISTERED: dict[str, type[Step[Any]]] = {}
+
+
+def register_step(step_cls: type[Step[Any]], *, name: str | None = None) -> type[Step[Any]]:
+    """Register a step class under ``name`` (default: its ``name``); usable as a decorator."""
+    if not (isinstance(step_cls, type) and issubclass(step_cls, Step)):
+        raise TypeError(f"{step_cls!r} is not a mlsteps Step subclass")
+    key = name or step_cls.name
+    if key in BUILTIN_STEPS:
+        raise ValueError(f"{key!r} is a built-in step name; pick another")
+    _REGISTERED[key] = step_cls
+    get_step.cache_clear()
+    return step_cls
+
+
+def refresh() -> None:
+    """Forget cached look-ups (after installing a package that adds entry points)."""
+    _entry_points.cache_clear()
+    get_step.cache_clear()
+
+
 @cache
 def _entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def available_steps() -> dict[str, str]:
-    """Step name -> ``module:Class`` for every known step (entry points override nothing built in)."""
-    return {**_entry_points(), **BUILTIN_STEPS}
+    """Step name -> ``module:Class`` for every known step; built-in names cannot be overridden."""
+    registered = {k: f"{v.__module__}:{v.__qualname__}" for k, v in _REGISTERED.items()}
+    return {**_entry_points(), **registered, **BUILTIN_STEPS}
 
 
 def _load(target: str) -> Any:
@@ -47,6 +70,8 @@ def _load(target: str) -> Any:
 @cache
 def get_step(name: str) -> type[Step[Any]]:
     """The step class registered as ``name``; a clear error with suggestions otherwise."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     steps = available_steps()
     target = steps.get(name)
     if target is None:

@@ -1,0 +1,65 @@
+# One command to see it work, one to test everything. Both bootstrap what they
+# need (uv via pip, then locked environments) on a machine with Python 3.11.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# The adapters conflict with each other (Airflow and Prefect pin incompatible
+# fastapi ranges); uv resolves them in separate forks of one lock.
+export UV_PREVIEW_FEATURES := package-conflicts
+VENV := .venv
+ADAPTERS := airflow dagster prefect
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.9"
+
+.PHONY: env
+env: uv ## Create the core environment (.venv): mlsteps with every backend, lint and docs tools.
+	$(UV) sync --locked --group dev
+
+.PHONY: $(addprefix env-,$(ADAPTERS))
+$(addprefix env-,$(ADAPTERS)): env-%: uv ## Create an adapter's own environment in .venvs/<adapter>.
+	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --locked --package mlsteps-$*
+
+.PHONY: envs
+envs: env $(addprefix env-,$(ADAPTERS)) ## All environments.
+
+.PHONY: demo
+demo: env ## Run the example pipeline end to end through the local runner (embedded SQLite MLflow).
+	$(VENV)/bin/python examples/penguins/prepare_data.py
+	$(VENV)/bin/mlsteps run examples/penguins/pipeline.yaml
+	$(VENV)/bin/mlsteps lineage --spec examples/penguins/pipeline.yaml --model penguins
+
+.PHONY: lint
+lint: env ## ruff (lint + format check) and mypy over packages/.
+	$(VENV)/bin/ruff check packages tests examples benchmarks
+	$(VENV)/bin/ruff format --check packages tests examples benchmarks
+	$(VENV)/bin/mypy packages/mlsteps/src
+
+.PHONY: docs
+docs: env ## Build the documentation site (strict: warnings are errors).
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+.PHONY: test-core
+test-core: env ## Core package tests and cross-package tests (unit + integration).
+	bash scripts/ensure-services.sh
+	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
+
+.PHONY: $(addprefix test-,$(ADAPTERS))
+$(addprefix test-,$(ADAPTERS)): test-%: env-% ## An adapter's tests in its own environment.
+	.venvs/$*/bin/pytest packages/mlsteps-$*/tests $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint docs test-core $(addprefix test-,$(ADAPTERS)) ## Everything CI runs.
+
+.PHONY: clean
+clean: ## Remove environments, caches and demo outputs.
+	rm -rf $(VENV) .venvs site .pytest_cache .mypy_cache .ruff_cache examples/*/.mlsteps examples/*/data
