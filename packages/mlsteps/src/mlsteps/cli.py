@@ -42,7 +42,7 @@ def _fail(exc: MlstepsError) -> NoReturn:
     err = _console(stderr=True)
     label = "configuration error" if isinstance(exc, ConfigError) else "error"
     err.print(f"[bold red]{label}:[/] ", end="")
-    err.print(str(exc), markup=False)
+    err.print(str(exc), markup=False, soft_wrap=True)
     sys.exit(exc.exit_code)
 
 

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlsteps.context import RunKey
 from mlsteps.hashing import hash_value
 from mlsteps.refs import BaseRef, dump_ref, parse_ref
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from mlsteps.context import RunContext, RunKey
+    from mlsteps.context import RunContext
     from mlsteps.step import StepConfig, StepResult
     from mlsteps.storage import ArtifactStore
 

@@ -199,7 +199,7 @@ def parse_spec(text: str, *, path: Path | None = None) -> PipelineSpec:
         problems.extend(validation_problems(exc, file=file))
         raise ConfigError(problems.items) from None
     steps = _resolve_steps(model, problems)
-    order = _topological_order(model, steps, problems)
+    order = _topological_order(model, problems)
     if problems.items:
         raise ConfigError(problems.items)
     return PipelineSpec(path=path, model=model, steps=steps, order=order)
@@ -275,11 +275,13 @@ def _resolve_steps(model: PipelineModel, problems: _Problems) -> dict[str, Resol
     return resolved
 
 
-def _topological_order(
-    model: PipelineModel, steps: dict[str, ResolvedStep], problems: _Problems
-) -> list[str]:
+def _topological_order(model: PipelineModel, problems: _Problems) -> list[str]:
     """Steps in dependency order, ties broken by their order in the file; reports cycles."""
-    deps = {sid: set(steps[sid].upstream) if sid in steps else set() for sid in model.steps}
+    # Use the raw wiring, so a cycle is reported even if an edge has other problems.
+    deps = {
+        sid: {src.partition(".")[0] for src in spec.inputs.values()} & (set(model.steps) - {sid})
+        for sid, spec in model.steps.items()
+    }
     order: list[str] = []
     remaining = dict(deps)
     while remaining:
