@@ -119,10 +119,7 @@ class LocalRunner:
         self.spec = spec
         self.run_id = run_id or new_run_id()
         self.use_cache = use_cache
-        root = artifact_root or spec.model.defaults.artifact_root
-        if is_local(root) and not to_local_path(root).is_absolute():
-            root = str((spec.base_dir / to_local_path(root)).resolve())
-        self.store = ArtifactStore(root)
+        self.store = ArtifactStore(spec.artifact_root(artifact_root))
         self.mlflow = mlflow or spec.model.defaults.mlflow
         self.lineage = LineageRecorder(self.store)
         self.cache = RunCache(self.store)
@@ -133,15 +130,11 @@ class LocalRunner:
             self.listener(event, step_id, outcome)
 
     def context(self, step_id: str) -> RunContext:
-        step = self.spec.steps[step_id]
-        return RunContext(
-            run_key=RunKey(orchestrator="local", pipeline=self.spec.name, run_id=self.run_id, step=step_id),
-            artifact_root=self.store.root,
-            base_dir=self.spec.base_dir,
-            mlflow=self.mlflow,
-            resources=step.spec.resources,
-            lineage=self.lineage,
-        )
+        """The context for one step of this run (the spec builds it, as for every adapter)."""
+        run_key = RunKey(orchestrator="local", pipeline=self.spec.name, run_id=self.run_id, step=step_id)
+        ctx = self.spec.context(step_id, run_key, artifact_root=self.store.root, mlflow=self.mlflow)
+        ctx.lineage = self.lineage
+        return ctx
 
     def run(self, only: list[str] | None = None) -> RunSummary:
         """Run every step (or ``only`` these and what they need) in dependency order."""
