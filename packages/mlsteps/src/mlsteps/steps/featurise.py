@@ -1,0 +1,617 @@
+"""The ``featurise`` step: a point-in-time correct training set from a Feast feature store.
+
+The input dataset supplies the entity rows (join keys, an event time and the labels);
+Feast supplies the feature values as they were known at each row's event time, so a
+value written after an entity's event time never leaks into training. Feast is
+imported only inside :meth:`FeaturiseStep.run` (it takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mlsteps._imports import require
+from mlsteps.data import read_dataframe, write_dataset
+from mlsteps.errors import BackendError, ConfigError, DataError, MlstepsError, Problem
+from mlsteps.hashing import hash_value
+from mlsteps.refs import DatasetRef, RefKind
+from mlsteps.step import InputSpec, Step, StepConfig, StepResult
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import pandas as pd
+
+    from mlsteps.context import RunContext
+    from mlsteps.refs import BaseRef
+
+#: The column name Feast looks for in an entity dataframe.
+FEAST_TIMESTAMP = "event_timestamp"
+FEATURE_STORE_YAML = "feature_store.yaml"
+TRAINING_FILE = "training.parquet"
+#: Start of a feature view's first materialisation: its whole history.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Loading a repo's definitions touches sys.path and sys.modules, which are process-wide.
+_REPO_IMPORT_LOCK = threading.Lock()
+
+
+class FeaturiseConfig(StepConfig):
+    """Configuration of the ``featurise`` step."""
+
+    repo_path: str = Field(
+        description="Feast feature repo (the directory holding feature_store.yaml), relative to the spec."
+    )
+    feature_service: str | None = Field(
+        None, description="Name of the FeatureService to retrieve. Exactly one of this and `features`."
+    )
+    features: list[str] | None = Field(
+        None,
+        description="Feature references as 'feature_view:feature'. Exactly one of this and `feature_service`.",
+    )
+    entity_columns: list[str] = Field(
+        min_length=1, description="Join keys taken from the dataset, e.g. ['penguin_id']."
+    )
+    event_timestamp_column: str = Field(
+        FEAST_TIMESTAMP, min_length=1, description="Dataset column holding each row's event time."
+    )
+    label_columns: list[str] = Field(
+        default_factory=list, description="Dataset columns kept next to the features (labels, weights...)."
+    )
+    apply: bool = Field(
+        True, description="Register the repo's definitions first, like `feast apply` (without chdir)."
+    )
+    materialize: bool = Field(
+        False, description="After retrieval, load the retrieved feature views into the online store."
+    )
+    materialize_end: Literal["now", "max_event_time"] = Field(
+        "now",
+        description="End of the materialisation window: the current time, or the dataset's latest event time.",
+    )
+    online_store: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Replaces the `online_store` section of feature_store.yaml for this run, e.g. "
+            "{type: redis, connection_string: '127.0.0.1:6379,db=0'}."
+        ),
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _feature_refs(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("expected at least one 'feature_view:feature' reference")
+        bad = [ref for ref in value if ref.count(":") != 1 or not all(ref.split(":"))]
+        if bad:
+            raise ValueError(f"expected 'feature_view:feature' references, got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("feature references must be unique")
+        return value
+
+    @field_validator("online_store")
+    @classmethod
+    def _online_store_type(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not isinstance(value.get("type"), str):
+            raise ValueError("expected a mapping with a 'type' key (e.g. redis, sqlite)")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturiseConfig:
+        problems: list[Problem] = []
+        if (self.feature_service is None) == (self.features is None):
+            problems.append(
+                Problem(
+                    None,
+                    "featurise.config.feature_service",
+                    "set exactly one of `feature_service` and `features`",
+                )
+            )
+        keys = [*self.entity_columns, self.event_timestamp_column]
+        if len(set(keys)) != len(keys):
+            problems.append(
+                Problem(
+                    None,
+                    "featurise.config.entity_columns",
+                    "entity columns and the event timestamp column must be distinct",
+                )
+            )
+        overlap = sorted(set(self.label_columns) & set(keys))
+        if overlap or len(set(self.label_columns)) != len(self.label_columns):
+            problems.append(
+                Problem(
+                    None,
+                    "featurise.config.label_columns",
+                    f"label columns must be unique and not entity/timestamp columns (got {overlap or 'duplicates'})",
+                )
+            )
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+class FeaturiseStep(Step[FeaturiseConfig]):
+    """Join Feast features onto the dataset's entity rows, point in time, into a training set."""
+
+    name: ClassVar[str] = "featurise"
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = (
+        "Build a point-in-time correct training set from a Feast feature store "
+        "(optionally applying the repo and materialising the online store)."
+    )
+    config_model: ClassVar[type[StepConfig]] = FeaturiseConfig
+    inputs: ClassVar[dict[str, InputSpec]] = {
+        "dataset": InputSpec(
+            "dataset", description="Entity rows: join keys, event timestamp and label columns."
+        ),
+    }
+    outputs: ClassVar[dict[str, RefKind]] = {"dataset": "dataset"}
+
+    def run(self, ctx: RunContext, config: FeaturiseConfig, inputs: dict[str, BaseRef]) -> StepResult:
+        source = inputs["dataset"]
+        assert isinstance(source, DatasetRef)
+        repo = _repo_dir(ctx, config)
+        entity_df = _entity_df(read_dataframe(source), source.uri, config)
+
+        require("feast")
+        store = _feature_store(repo, config)
+        project = store.project
+        if config.apply:
+            _apply_repo(store, repo, ctx)
+        with _feast_errors("looking up the feature service"):
+            request: Any = (
+                store.get_feature_service(config.feature_service)
+                if config.feature_service
+                else list(config.features or [])
+            )
+        feature_refs = _feature_refs(request)
+        feature_cols = [ref.split(":", 1)[1] for ref in feature_refs]
+        problems = []
+        if len(set(feature_cols)) != len(feature_cols):
+            problems.append(
+                Problem(
+                    None,
+                    f"featurise.config.{'feature_service' if config.feature_service else 'features'}",
+                    f"two requested features share a name ({feature_refs}); output columns must be unique",
+                )
+            )
+        clash = sorted(set(feature_cols) & set(entity_df.columns))
+        if clash:
+            problems.append(
+                Problem(
+                    None,
+                    "featurise.config.label_columns",
+                    f"columns {clash} are both dataset columns and requested features",
+                )
+            )
+        if problems:
+            raise ConfigError(problems)
+        training = _retrieve(
+            store, entity_df, request, feature_refs, keys=[*config.entity_columns, FEAST_TIMESTAMP]
+        )
+        training = _tidy(training, config, feature_cols)
+
+        ref = write_dataset(
+            training,
+            str(ctx.step_dir() / TRAINING_FILE),
+            features=feature_refs,
+            feature_service=config.feature_service,
+            feast_project=project,
+            feast_repo=str(repo),
+            label_columns=list(config.label_columns),
+            entity_columns=list(config.entity_columns),
+            event_timestamp_column=config.event_timestamp_column,
+            **_registry_identity(store),
+        )
+        if config.materialize:
+            end = (
+                entity_df[FEAST_TIMESTAMP].max().to_pydatetime()
+                if config.materialize_end == "max_event_time"
+                else datetime.now(UTC)
+            )
+            _materialize(store, feature_refs, end, ctx)
+        ctx.logger.info(
+            "featurise: %d rows x %d features from Feast project %r -> %s",
+            len(training),
+            len(feature_cols),
+            project,
+            ref.uri,
+        )
+        return StepResult(
+            outputs={"dataset": ref},
+            metrics={"rows": float(len(training)), "features": float(len(feature_cols))},
+        )
+
+
+def _repo_problem(message: str) -> ConfigError:
+    return ConfigError([Problem(None, "featurise.config.repo_path", message)])
+
+
+def _repo_dir(ctx: RunContext, config: FeaturiseConfig) -> Path:
+    """The absolute repo directory; a clear error when it or its feature_store.yaml is missing."""
+    repo = Path(ctx.resolve_path(config.repo_path))
+    if not repo.is_dir():
+        raise _repo_problem(f"{repo} is not a directory (expected a Feast feature repo)")
+    if not (repo / FEATURE_STORE_YAML).is_file():
+        raise _repo_problem(f"{repo} has no {FEATURE_STORE_YAML}; it is not a Feast feature repo")
+    return repo
+
+
+def _entity_df(df: pd.DataFrame, uri: str, config: FeaturiseConfig) -> pd.DataFrame:
+    """The entity dataframe Feast expects: join keys, ``event_timestamp`` in UTC, labels."""
+    pd = require("pandas")
+    ts = config.event_timestamp_column
+    wanted = [*config.entity_columns, ts, *config.label_columns]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{uri}: missing column(s) {missing} needed by featurise; the file has {sorted(map(str, df.columns))}"
+        )
+    if df.empty:
+        raise DataError(f"{uri}: no rows to featurise")
+    out = df[wanted].copy()
+    for col in [*config.entity_columns, ts]:
+        nulls = int(out[col].isna().sum())
+        if nulls:
+            raise DataError(
+                f"{uri}: column {col!r} has {nulls} null value(s); entity keys and times must be set"
+            )
+    try:
+        # Naive times are taken as UTC, aware ones converted to UTC.
+        out[ts] = pd.to_datetime(out[ts], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{uri}: column {ts!r} is not a timestamp: {exc}") from exc
+    if ts != FEAST_TIMESTAMP:
+        out = out.rename(columns={ts: FEAST_TIMESTAMP})
+    return out
+
+
+def _feature_store(repo: Path, config: FeaturiseConfig) -> Any:
+    """A FeatureStore on ``repo``, with the online store replaced when the config says so.
+
+    The override builds the ``RepoConfig`` in memory from the repo's YAML rather than
+    copying the repo, so relative paths (FileSource, registry) keep resolving against
+    the real repo directory.
+    """
+    yaml = require("yaml")
+    feast = require("feast")
+    from feast.repo_config import RepoConfig
+
+    if config.online_store is None:
+        try:
+            return feast.FeatureStore(repo_path=str(repo))
+        except Exception as exc:
+            raise _repo_problem(f"{repo / FEATURE_STORE_YAML}: {exc}") from exc
+    yaml_path = repo / FEATURE_STORE_YAML
+    try:
+        raw = yaml.safe_load(os.path.expandvars(yaml_path.read_text()))
+    except (OSError, yaml.YAMLError) as exc:
+        raise _repo_problem(f"{yaml_path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise _repo_problem(f"{yaml_path}: expected a mapping at the top level")
+    raw["online_store"] = dict(config.online_store)
+    try:
+        repo_config = RepoConfig(**raw)
+        repo_config.repo_path = repo
+        # Build the online store config now so a bad override fails here, not mid-run.
+        _ = repo_config.online_store
+        return feast.FeatureStore(repo_path=str(repo), config=repo_config)
+    except Exception as exc:
+        raise ConfigError(
+            [Problem(None, "featurise.config.online_store", f"not a valid Feast online store: {exc}")]
+        ) from exc
+
+
+@contextlib.contextmanager
+def _feast_errors(action: str) -> Iterator[None]:
+    """Turn any Feast failure into a BackendError that keeps Feast's message."""
+    try:
+        yield
+    except MlstepsError:
+        raise
+    except Exception as exc:
+        hint = (
+            "check the name against the repo's definitions; with `apply: false` the registry "
+            "must already hold it (run `feast apply` in the repo)"
+            if "NotFound" in type(exc).__name__
+            else None
+        )
+        raise BackendError("feast", f"{action}: {type(exc).__name__}: {exc}", hint=hint) from exc
+
+
+@contextlib.contextmanager
+def _log_stdout(ctx: RunContext, what: str) -> Iterator[None]:
+    """Capture what Feast prints (apply diffs, materialisation notes) into the step's logger."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        text = _ANSI.sub("", buf.getvalue()).strip()
+        if text:
+            ctx.logger.info("feast %s:\n%s", what, text)
+
+
+@contextlib.contextmanager
+def _repo_on_path(repo: Path) -> Iterator[None]:
+    """Import a repo's modules by their repo-relative names, then forget them.
+
+    ``feast apply`` does this by chdir-ing into the repo; a step must not change the
+    process's working directory, and must not let a second repo with a module of the
+    same name (every repo has a ``definitions``-like module) get the first one's
+    cached module.
+    """
+    with _REPO_IMPORT_LOCK:
+        before = dict(sys.modules)
+        old_bytecode = sys.dont_write_bytecode
+        sys.path.insert(0, str(repo))
+        sys.dont_write_bytecode = True
+        try:
+            yield
+        finally:
+            sys.dont_write_bytecode = old_bytecode
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(repo))
+            root = str(repo.resolve())
+            for name, module in list(sys.modules.items()):
+                origin = getattr(module, "__file__", None) or ""
+                if name not in before and os.path.abspath(origin).startswith(root + os.sep):
+                    del sys.modules[name]
+            for name, module in before.items():
+                sys.modules.setdefault(name, module)
+
+
+def _load_repo_contents(repo: Path, project: str) -> Any:
+    """Collect a repo's Feast objects the way ``feast.repo_operations.parse_repo`` does."""
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView, Project
+    from feast.data_source import DataSource, KafkaSource, KinesisSource, PushSource
+    from feast.feature_view import DUMMY_ENTITY
+    from feast.labeling.label_view import LabelView
+    from feast.permissions.permission import Permission
+    from feast.repo_contents import RepoContents
+    from feast.repo_operations import get_repo_files
+    from feast.stream_feature_view import StreamFeatureView
+
+    found: dict[str, list[Any]] = {field: [] for field in RepoContents._fields}
+
+    def add(kind: str, obj: Any) -> None:
+        if obj is not None and not any(obj is seen for seen in found[kind]):
+            found[kind].append(obj)
+
+    order = [
+        (StreamFeatureView, "stream_feature_views"),
+        (FeatureView, "feature_views"),  # also BatchFeatureView
+        (OnDemandFeatureView, "on_demand_feature_views"),
+        (LabelView, "label_views"),
+        (Entity, "entities"),
+        (FeatureService, "feature_services"),
+        (Permission, "permissions"),
+        (Project, "projects"),
+        (DataSource, "data_sources"),
+    ]
+    with _repo_on_path(repo):
+        # Stale cached modules with these names (from another repo) must not be reused.
+        files = get_repo_files(repo)
+        names = [".".join(f.relative_to(repo.resolve()).with_suffix("").parts) for f in files]
+        for name in names:
+            sys.modules.pop(name, None)
+        for name, path in zip(names, files, strict=True):
+            try:
+                module = importlib.import_module(name)
+            except Exception as exc:
+                raise _repo_problem(
+                    f"cannot import Feast definitions {path}: {type(exc).__name__}: {exc}"
+                ) from exc
+            for attr in dir(module):
+                obj = getattr(module, attr)
+                for cls, kind in order:
+                    if isinstance(obj, cls):
+                        add(kind, obj)
+                        break
+                if isinstance(obj, FeatureView):
+                    add("data_sources", obj.batch_source)
+                    add("data_sources", obj.stream_source)
+                elif isinstance(obj, PushSource | KafkaSource | KinesisSource):
+                    add("data_sources", obj.batch_source)
+                elif isinstance(obj, LabelView):
+                    add("data_sources", obj.source)
+                    if isinstance(obj.source, PushSource):
+                        add("data_sources", obj.source.batch_source)
+    found["entities"].append(DUMMY_ENTITY)
+    projects = found["projects"]
+    if not projects:
+        projects.append(Project(name=project, description=""))
+    elif len(projects) > 1 or projects[0].name != project:
+        raise _repo_problem(
+            f"the repo defines project(s) {[p.name for p in projects]}, "
+            f"but {FEATURE_STORE_YAML} names project {project!r}"
+        )
+    return RepoContents(**found)
+
+
+def _apply_repo(store: Any, repo: Path, ctx: RunContext) -> None:
+    """Register the repo's definitions and update infrastructure, like ``feast apply``.
+
+    Uses ``feast.repo_operations.apply_total_with_repo_instance`` (what the CLI's
+    ``apply_total`` calls after ``os.chdir``), which also deletes registry objects
+    that are no longer defined in the repo.
+    """
+    from feast.repo_operations import apply_total_with_repo_instance
+
+    contents = _load_repo_contents(repo, store.project)
+    with _feast_errors(f"applying {repo}"), _log_stdout(ctx, "apply"):
+        apply_total_with_repo_instance(
+            store, store.project, store.registry, contents, skip_source_validation=False
+        )
+
+
+def _utc_ns(series: pd.Series) -> pd.Series:
+    return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+
+
+def _retrieve(
+    store: Any, entity_df: pd.DataFrame, request: Any, feature_refs: list[str], *, keys: list[str]
+) -> pd.DataFrame:
+    """Point-in-time join of the requested features onto every entity row.
+
+    Feast 0.67's file (dask) offline store collapses entity rows with equal keys and
+    time, and drops an entity row outright when a view's only values for it are
+    later than its time (or older than the TTL) instead of returning nulls. So Feast
+    is asked for the unique (keys, time) rows, one feature view at a time, and the
+    answers are left-joined back: every entity row survives, with nulls where no
+    value was known yet.
+    """
+    unique = entity_df[keys].drop_duplicates().reset_index(drop=True)
+    unique[FEAST_TIMESTAMP] = _utc_ns(unique[FEAST_TIMESTAMP])
+    joined = unique
+    with _feast_errors("retrieving historical features"):
+        parts = _split_by_view(store, request, feature_refs)
+    for part, columns in parts:
+        with _feast_errors("retrieving historical features"):
+            got = store.get_historical_features(entity_df=unique, features=part).to_df()
+        missing = [c for c in [*keys, *columns] if c not in got.columns]
+        if missing:
+            raise BackendError("feast", f"get_historical_features returned no column(s) {missing}")
+        got = got[[*keys, *columns]].copy()
+        got[FEAST_TIMESTAMP] = _utc_ns(got[FEAST_TIMESTAMP])
+        if got.duplicated(keys).any():
+            raise BackendError("feast", "get_historical_features returned several rows for one entity row")
+        joined = joined.merge(got, on=keys, how="left", validate="one_to_one")
+    rows = entity_df.copy()
+    rows[FEAST_TIMESTAMP] = _utc_ns(rows[FEAST_TIMESTAMP])
+    return rows.merge(joined, on=keys, how="left", validate="many_to_one")
+
+
+def _split_by_view(store: Any, request: Any, feature_refs: list[str]) -> list[tuple[Any, list[str]]]:
+    """Feature requests to send one by one, each with its output columns.
+
+    One request per plain feature view; the whole request at once when it involves
+    on-demand views (which combine several views) or projections with an alias or a
+    join-key mapping, which plain 'view:feature' references cannot express.
+    """
+    plain = {view.name for view in store.list_feature_views()}
+    whole = [(request, [ref.split(":", 1)[1] for ref in feature_refs])]
+    if not isinstance(request, list):
+        for projection in request.feature_view_projections:
+            if projection.name not in plain or projection.name_alias or projection.join_key_map:
+                return whole
+    by_view: dict[str, list[str]] = {}
+    for ref in feature_refs:
+        view = ref.split(":", 1)[0]
+        if view not in plain:
+            return whole
+        by_view.setdefault(view, []).append(ref)
+    return [(refs, [ref.split(":", 1)[1] for ref in refs]) for refs in by_view.values()]
+
+
+def _feature_refs(request: Any) -> list[str]:
+    """'view:feature' references of a feature list or FeatureService, in retrieval order."""
+    if isinstance(request, list):
+        return [str(r) for r in request]
+    return [
+        f"{projection.name}:{feature.name}"
+        for projection in request.feature_view_projections
+        for feature in projection.features
+    ]
+
+
+def _tidy(df: pd.DataFrame, config: FeaturiseConfig, feature_cols: list[str]) -> pd.DataFrame:
+    """Fixed column order and row order, so equal inputs give byte-identical parquet."""
+    keys = [*config.entity_columns, FEAST_TIMESTAMP]
+    df = df[[*keys, *config.label_columns, *feature_cols]]
+    df = df.sort_values([*keys, *config.label_columns], kind="mergesort", na_position="last")
+    df = df.reset_index(drop=True)
+    if config.event_timestamp_column != FEAST_TIMESTAMP:
+        df = df.rename(columns={FEAST_TIMESTAMP: config.event_timestamp_column})
+    return df
+
+
+def _drop_meta(msg: Any) -> None:
+    """Clear every nested ``meta`` message (creation/update times, materialisation state)."""
+    for field, value in msg.ListFields():
+        if field.name == "meta":
+            msg.ClearField("meta")
+        elif field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                values = value.values()
+            elif (
+                field.is_repeated
+                if hasattr(field, "is_repeated")  # protobuf >= 6; `label` before
+                else field.label == field.LABEL_REPEATED
+            ):
+                values = value
+            else:
+                values = [value]
+            for item in values:
+                if hasattr(item, "ListFields"):
+                    _drop_meta(item)
+
+
+def _registry_identity(store: Any) -> dict[str, Any]:
+    """Which registry state the features came from, for lineage.
+
+    ``registry_fingerprint`` hashes the project's object definitions (specs only, no
+    timestamps or materialisation state), so it changes exactly when a definition
+    does; ``registry_last_updated`` is the registry's own update time.
+    """
+    with _feast_errors("reading the registry"):
+        proto = store.registry.proto()
+        project = store.project
+        specs: list[tuple[str, str, str]] = []
+        for kind in (
+            "entities",
+            "feature_views",
+            "on_demand_feature_views",
+            "stream_feature_views",
+            "feature_services",
+            "data_sources",
+        ):
+            for obj in getattr(proto, kind):
+                body = obj.spec if "spec" in obj.DESCRIPTOR.fields_by_name else obj
+                if getattr(body, "project", project) != project:
+                    continue
+                msg = type(body)()
+                msg.CopyFrom(body)
+                _drop_meta(msg)
+                specs.append(
+                    (kind, str(getattr(body, "name", "")), msg.SerializeToString(deterministic=True).hex())
+                )
+        updated = proto.last_updated.ToDatetime(tzinfo=UTC) if proto.HasField("last_updated") else None
+    return {
+        "registry_fingerprint": hash_value(sorted(specs)),
+        "registry_last_updated": updated.isoformat() if updated else None,
+    }
+
+
+def _materialize(store: Any, feature_refs: list[str], end: datetime, ctx: RunContext) -> None:
+    """Load the retrieved feature views into the online store up to ``end``.
+
+    A view materialised before continues incrementally; a view never materialised
+    loads its whole history, since ``materialize_incremental`` would otherwise start
+    at ``now - ttl`` (or a year ago) and skip older data.
+    """
+    wanted = {ref.split(":", 1)[0] for ref in feature_refs}
+    with _feast_errors("materializing"), _log_stdout(ctx, "materialize"):
+        fresh: list[str] = []
+        seen: list[str] = []
+        # On-demand views are computed at read time and are not materialised.
+        for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+            if view.name in wanted:
+                (seen if view.most_recent_end_time is not None else fresh).append(view.name)
+        if fresh:
+            store.materialize(start_date=EPOCH, end_date=end, feature_views=fresh)
+        if seen:
+            store.materialize_incremental(end_date=end, feature_views=seen)
