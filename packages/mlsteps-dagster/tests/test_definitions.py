@@ -277,3 +277,34 @@ def test_spec_errors_surface_at_build_time(tmp_path: Path, body: str, expected: 
 
     assert expected in str(info.value)
     assert str(tmp_path / "pipeline.yaml") in str(info.value)
+
+
+class WrongRefIOManager(dg.IOManager):
+    """Hands every input a valid ref of the wrong kind (a report where a dataset is expected)."""
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        raise AssertionError("no output is expected in this test")
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        return {"kind": "report", "uri": "/nowhere.json", "passed": True}
+
+
+def test_config_error_at_run_time_fails_the_step_without_retries(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path, TOY_SPEC.replace("config: {min_sum: 40}", "config: {min_sum: 40}\n    retries: 2")
+    )
+    defs = build_definitions(spec)
+
+    result = run(
+        defs,
+        selection=["total/report"],
+        resources={"io_manager": WrongRefIOManager()},
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    failures = result.get_step_failure_events()
+    assert [ev.step_key for ev in failures] == ["total"]
+    assert "expected a dataset ref, got a report ref" in str(failures[0].step_failure_data.error)
+    assert not [ev for ev in result.all_events if ev.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert materialized(result) == {}
