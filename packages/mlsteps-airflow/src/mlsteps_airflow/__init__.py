@@ -1,3 +1,67 @@
-"""Airflow 3 provider for mlsteps (operators and DAG builder land with issue #5)."""
+"""Airflow 3 provider for mlsteps: operators, an ``mlflow`` connection type and a DAG builder.
 
-__version__ = "0.1.0"
+Importing this package is cheap: it imports neither Airflow nor any ML backend.
+The public names below are loaded on first use, so Airflow's provider discovery
+(which imports :mod:`mlsteps_airflow.get_provider_info`) stays fast.
+
+Example:
+    A DAG file built from a pipeline spec::
+
+        from mlsteps_airflow import build_dag
+
+        dag = build_dag("pipeline.yaml")
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata as _metadata
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlsteps_airflow.dag import build_dag
+    from mlsteps_airflow.hooks.mlflow import MlflowHook
+    from mlsteps_airflow.operators.mlsteps import (
+        EvaluateOperator,
+        FeaturiseOperator,
+        MlstepsOperator,
+        RegisterOperator,
+        TrainOperator,
+        ValidateOperator,
+    )
+
+try:
+    __version__ = _metadata.version("mlsteps-airflow")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+_LAZY = {
+    "build_dag": "mlsteps_airflow.dag",
+    "MlflowHook": "mlsteps_airflow.hooks.mlflow",
+    "MlstepsOperator": "mlsteps_airflow.operators.mlsteps",
+    "ValidateOperator": "mlsteps_airflow.operators.mlsteps",
+    "FeaturiseOperator": "mlsteps_airflow.operators.mlsteps",
+    "TrainOperator": "mlsteps_airflow.operators.mlsteps",
+    "EvaluateOperator": "mlsteps_airflow.operators.mlsteps",
+    "RegisterOperator": "mlsteps_airflow.operators.mlsteps",
+}
+
+__all__ = [
+    "EvaluateOperator",
+    "FeaturiseOperator",
+    "MlflowHook",
+    "MlstepsOperator",
+    "RegisterOperator",
+    "TrainOperator",
+    "ValidateOperator",
+    "__version__",
+    "build_dag",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names on first access (Airflow itself is imported only then)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlsteps_airflow' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,54 @@
+"""Helpers for the Airflow adapter's tests: run results, XComs, lineage, subprocess environment.
+
+Imports Airflow only inside functions: ``conftest.py`` must set AIRFLOW_HOME first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for Airflow CLI subprocesses: this session's AIRFLOW_HOME and plugins."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    return env
+
+
+def task_states(dag_run: Any) -> dict[str, str | None]:
+    """Task id -> final state (a str enum, equal to e.g. ``"success"``) of a ``dag.test()`` run."""
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+def xcoms(dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
+    """(task id, key) -> value of every XCom of one DAG run, read from the metadata DB."""
+    from airflow import settings
+    from airflow.models.xcom import XComModel
+
+    assert settings.Session is not None, "Airflow ORM is not configured"
+    session = settings.Session()
+    try:
+        rows = session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id)).all()
+        return {(row.task_id, row.key): XComModel.deserialize_value(row) for row in rows}
+    finally:
+        session.close()
+
+
+def lineage_records(artifact_root: Path, run_id: str) -> list[Any]:
+    """The lineage records of one run under an artifact root, oldest first."""
+    from mlsteps.lineage import LineageRecorder
+    from mlsteps.storage import ArtifactStore
+
+    return LineageRecorder(ArtifactStore(str(artifact_root))).records(run_id)
+
+
+def write_spec(directory: Path, body: str) -> Path:
+    path = directory / "pipeline.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
