@@ -1,0 +1,195 @@
+"""One step call as Prefect sees it: the task's parameters turned into core objects.
+
+The task function, the cache policy and the cached-run hook all receive the same
+task parameters as a dict; :class:`StepCall` parses them once, the same way for
+all three, so the cache key Prefect uses is the one the run would have recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlsteps.context import DEFAULT_ARTIFACT_ROOT, MlflowSettings, Resources, RunContext, RunKey
+from mlsteps.errors import ConfigError, Problem
+from mlsteps.lineage import LineageRecorder
+from mlsteps.refs import BaseRef, parse_ref
+from mlsteps.registry import get_step
+from mlsteps.step import Step, StepConfig, cache_key, check_inputs
+from mlsteps.storage import is_local, to_local_path
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+ORCHESTRATOR = "prefect"
+
+#: The task parameters every mlsteps task takes (besides ``config`` and ``inputs``).
+PARAMETERS = (
+    "config",
+    "inputs",
+    "step_id",
+    "upstream",
+    "wiring",
+    "artifact_root",
+    "base_dir",
+    "mlflow",
+    "resources",
+    "pipeline",
+)
+
+
+def resolve_step(step: str | type[Step[Any]]) -> type[Step[Any]]:
+    """The step class for a registered name (built-in or ``mlsteps.steps`` plugin) or a class."""
+    return get_step(step) if isinstance(step, str) else step
+
+
+def _mlflow(value: Any) -> MlflowSettings:
+    """Accept core settings, an :class:`MlflowSettingsBlock` (anything with ``to_settings``) or a dict."""
+    if value is None:
+        return MlflowSettings()
+    if isinstance(value, MlflowSettings):
+        return value
+    to_settings = getattr(value, "to_settings", None)
+    if callable(to_settings):
+        settings = to_settings()
+        if isinstance(settings, MlflowSettings):
+            return settings
+    return MlflowSettings.model_validate(value)
+
+
+def _resources(value: Any) -> Resources:
+    if value is None:
+        return Resources()
+    if isinstance(value, Resources):
+        return value
+    return Resources.model_validate(value)
+
+
+def _wired_inputs(
+    inputs: Mapping[str, Any] | None,
+    upstream: Mapping[str, Mapping[str, Any]] | None,
+    wiring: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Direct ``inputs`` plus those picked from upstream outputs by ``'<step id>.<output>'``."""
+    merged: dict[str, Any] = dict(inputs or {})
+    problems: list[Problem] = []
+    for name, source in (wiring or {}).items():
+        up, dot, output = source.partition(".")
+        outputs = (upstream or {}).get(up)
+        if not dot or outputs is None or output not in outputs:
+            have = sorted(upstream or {}) if outputs is None else sorted(outputs)
+            problems.append(
+                Problem(None, f"wiring.{name}", f"cannot resolve {source!r}; upstream provides {have}")
+            )
+            continue
+        merged[name] = outputs[output]
+    if problems:
+        raise ConfigError(problems)
+    return merged
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A parsed mlsteps task call: step class, config, input refs and where it runs."""
+
+    step_cls: type[Step[Any]]
+    step_id: str
+    config: StepConfig
+    inputs: dict[str, BaseRef]
+    artifact_root: str
+    base_dir: Path
+    mlflow: MlflowSettings
+    resources: Resources
+    pipeline: str | None
+
+    @classmethod
+    def from_parameters(cls, step: str | type[Step[Any]], params: Mapping[str, Any]) -> StepCall:
+        """Parse a task's (resolved) parameters; raises :class:`ConfigError` on bad config or inputs."""
+        step_cls = resolve_step(step)
+        raw_inputs = _wired_inputs(params.get("inputs"), params.get("upstream"), params.get("wiring"))
+        base_dir = Path(params.get("base_dir") or Path.cwd())
+        return cls(
+            step_cls=step_cls,
+            step_id=params.get("step_id") or step_cls.name,
+            config=step_cls.parse_config(params.get("config")),
+            inputs=check_inputs(step_cls, raw_inputs),
+            artifact_root=str(params.get("artifact_root") or DEFAULT_ARTIFACT_ROOT),
+            base_dir=base_dir,
+            mlflow=_mlflow(params.get("mlflow")),
+            resources=_resources(params.get("resources")),
+            pipeline=params.get("pipeline"),
+        )
+
+    def cache_key(self) -> str:
+        """The core's cache key (step type, code version, config and input content)."""
+        return cache_key(self.step_cls, self.config, self.inputs)
+
+    def prefect_cache_key(self) -> str:
+        """The core key, scoped to the artifact root as the local runner's cache is.
+
+        Prefect keeps cache records in one place for every project
+        (``PREFECT_RESULTS_LOCAL_STORAGE_PATH``), while the core keeps one cache per
+        artifact root; without the root's digest, identical steps of two projects
+        would hand each other refs into the other project's artifact root.
+        """
+        core = self.cache_key().removeprefix("sha256:")
+        root = hashlib.sha256(self.context_root().encode()).hexdigest()[:12]
+        return f"mlsteps-{core}-{root}"
+
+    def context_root(self) -> str:
+        """The artifact root, resolved against ``base_dir`` like the run context does."""
+        root = self.artifact_root
+        if is_local(root) and not to_local_path(root).is_absolute():
+            return str((self.base_dir / to_local_path(root)).resolve())
+        return root
+
+    def run_key(self) -> RunKey:
+        """The run key from the Prefect runtime: flow run id, task run count as attempt."""
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        flow_ctx = FlowRunContext.get()
+        task_ctx = TaskRunContext.get()
+        run_id: str | None = None
+        pipeline = self.pipeline
+        if flow_ctx is not None and flow_ctx.flow_run is not None:
+            run_id = str(flow_ctx.flow_run.id)
+            pipeline = pipeline or (flow_ctx.flow.name if flow_ctx.flow is not None else None)
+        attempt = 1
+        if task_ctx is not None:
+            run_id = run_id or str(task_ctx.task_run.flow_run_id or task_ctx.task_run.id)
+            attempt = max(1, int(task_ctx.task_run.run_count or 1))
+        if run_id is None:
+            raise RuntimeError("mlsteps Prefect tasks must run inside a Prefect task run")
+        return RunKey(
+            orchestrator=ORCHESTRATOR,
+            pipeline=pipeline or self.step_cls.name,
+            run_id=run_id,
+            step=self.step_id,
+            attempt=attempt,
+        )
+
+    def context(self, run_key: RunKey) -> RunContext:
+        """The run context, built as :meth:`mlsteps.spec.PipelineSpec.context` builds it.
+
+        Local equivalent of a proposed core helper (``mlsteps.context.build_context``):
+        ``PipelineSpec.context`` needs the whole spec, but a Prefect task may be used
+        without one, so the same four lines are repeated here.
+        """
+        ctx = RunContext(
+            run_key=run_key,
+            artifact_root=self.artifact_root,
+            base_dir=self.base_dir,
+            mlflow=self.mlflow,
+            resources=self.resources,
+        )
+        ctx.lineage = LineageRecorder(ctx.store)
+        return ctx
+
+
+def parse_outputs(value: Any) -> dict[str, BaseRef]:
+    """Parse a task result (output name -> ref dict) back into refs; raises on anything else."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a mapping of output name to ref, got {type(value).__name__}")
+    return {str(name): parse_ref(ref) for name, ref in value.items()}
