@@ -337,14 +337,14 @@ def _resolve_params(value: Any, *, path: str) -> Any:
         if "class" in value and set(value) <= {"class", "params"} and isinstance(value["class"], str):
             cls = import_object(value["class"], config_path=f"{path}.class")
             kwargs = _resolve_params(value.get("params") or {}, path=f"{path}.params")
-            return _instantiate(cls, kwargs, path=path)
+            return _instantiate(cls, kwargs, path=f"{path}.class", params_path=f"{path}.params")
         return {k: _resolve_params(v, path=f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve_params(v, path=f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 
-def _instantiate(cls: Any, kwargs: dict[str, Any], *, path: str) -> Any:
+def _instantiate(cls: Any, kwargs: dict[str, Any], *, path: str, params_path: str) -> Any:
     if not isinstance(cls, type):
         raise ConfigError([Problem(None, path, f"{cls!r} is not a class")])
     missing = [m for m in ("fit", "predict") if not callable(getattr(cls, m, None))]
@@ -355,7 +355,7 @@ def _instantiate(cls: Any, kwargs: dict[str, Any], *, path: str) -> Any:
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise ConfigError([Problem(None, path, f"cannot build {cls.__qualname__}: {exc}")]) from exc
+        raise ConfigError([Problem(None, params_path, f"cannot build {cls.__qualname__}: {exc}")]) from exc
 
 
 def _build_estimator(config: TrainConfig, prepared: _Prepared, X_train: pd.DataFrame) -> Any:
@@ -363,7 +363,7 @@ def _build_estimator(config: TrainConfig, prepared: _Prepared, X_train: pd.DataF
     assert config.estimator is not None
     cls = import_object(config.estimator, config_path="train.config.estimator")
     params = _resolve_params(config.params, path="train.config.params")
-    estimator = _instantiate(cls, params, path="train.config.estimator")
+    estimator = _instantiate(cls, params, path="train.config.estimator", params_path="train.config.params")
     _seed(estimator, config.seed)
     if not config.preprocessing.enabled:
         return estimator
