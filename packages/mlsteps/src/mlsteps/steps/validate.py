@@ -67,6 +67,8 @@ class _Expectation(BaseModel):
     """Fields every inline expectation has."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Name of the GX expectation class in ``great_expectations.expectations``.
+    gx_class: ClassVar[str] = ""
 
     type: str = Field(description="Which expectation this is (the discriminator).")
     severity: Severity = Field("error", description="`error` fails the gate; `warn` is only reported.")
@@ -83,14 +85,14 @@ class _Expectation(BaseModel):
         """Keyword arguments of the GX expectation class (without severity and meta)."""
         raise NotImplementedError
 
-    gx_class: ClassVar[str] = ""
-
 
 class _ColumnExpectation(_Expectation):
     column: str = Field(min_length=1, description="The column the expectation is about.")
 
 
 class _MostlyMixin(BaseModel):
+    """The ``mostly`` tolerance shared by row-wise expectations."""
+
     mostly: float = Field(
         1.0, gt=0, le=1, description="Fraction of (non-null) values that must pass, in (0, 1]."
     )
