@@ -134,6 +134,15 @@ def test_a_retry_reuses_the_finished_run(trained: Any, root: Path, penguins: dic
     assert len(mlflow_runs_with_key(ctx)) == 1
 
 
+def test_a_retry_with_changed_config_trains_again(root: Path, penguins: dict[str, Any]) -> None:
+    ctx = make_ctx(root, run_id="changed")
+    first = execute_step(TrainStep, ctx, penguins_train_config(), {"dataset": penguins})
+    retry_ctx = make_ctx(root, run_id="changed", attempt=2)
+    retried = execute_step(TrainStep, retry_ctx, penguins_train_config(seed=5), {"dataset": penguins})
+    assert retried.outputs["model"].run_id != first.outputs["model"].run_id
+    assert len(mlflow_runs_with_key(ctx)) == 2
+
+
 def test_a_retry_trains_again_when_the_splits_are_gone(root: Path, penguins: dict[str, Any]) -> None:
     ctx = make_ctx(root, run_id="lost")
     first = execute_step(TrainStep, ctx, penguins_train_config(), {"dataset": penguins})

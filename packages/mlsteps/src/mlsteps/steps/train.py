@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mlsteps._imports import require
 from mlsteps.errors import ConfigError, DataError, MlstepsError, Problem
-from mlsteps.hashing import hash_bytes, hash_file
+from mlsteps.hashing import hash_bytes, hash_file, hash_value
 from mlsteps.refs import BaseRef, DatasetRef, ModelRef, RefKind
 from mlsteps.step import InputSpec, Step, StepConfig, StepResult
 from mlsteps.steps._common import (
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 #: Tag marking a run whose outputs were all logged (set last, just before the run ends).
 COMPLETE_TAG = "mlsteps.complete"
+#: Tag holding a hash of the config and input dataset, so a retry with changed config trains again.
+WORK_TAG = "mlsteps.train_work"
 #: Where the step's result (output refs and metrics) is stored in the run, for retries.
 RESULT_ARTIFACT = "mlsteps/result.json"
 
@@ -183,7 +185,14 @@ class TrainStep(Step[TrainConfig]):
         assert isinstance(dataset, DatasetRef)
         client = backend.configure(ctx)
         experiment_id = backend.ensure_experiment(ctx, client)
-        reused = _finished_attempt(ctx, client, experiment_id)
+        work = hash_value(
+            {
+                "version": self.version,
+                "config": config.model_dump(mode="json"),
+                "dataset": dataset.fingerprint(),
+            }
+        )
+        reused = _finished_attempt(ctx, client, experiment_id, work)
         if reused is not None:
             ctx.logger.info("train: reusing MLflow run %s of an earlier attempt", reused.metrics)
             return reused
@@ -219,6 +228,7 @@ class TrainStep(Step[TrainConfig]):
             X_train=X_train,
             metrics=metrics,
             refs={"train_data": train_ref, "test_data": test_ref},
+            work=work,
         )
         return StepResult(
             outputs={"model": model_ref, "train_data": train_ref, "test_data": test_ref}, metrics=metrics
@@ -530,6 +540,7 @@ def _log_to_mlflow(
     X_train: pd.DataFrame,
     metrics: dict[str, float],
     refs: dict[str, DatasetRef],
+    work: str,
 ) -> ModelRef:
     """Log params, input, model and metrics in one run; return the model's ref."""
     import mlflow
@@ -537,7 +548,7 @@ def _log_to_mlflow(
 
     from mlsteps.backends.mlflow import wrap
 
-    tags = {**ctx.tags(), "mlsteps.step_type": "train"}
+    tags = {**ctx.tags(), "mlsteps.step_type": "train", WORK_TAG: work}
     if dataset.content_hash:
         tags["mlsteps.dataset.content_hash"] = dataset.content_hash
     try:
@@ -620,10 +631,13 @@ def _log_model(
     )
 
 
-def _finished_attempt(ctx: RunContext, client: MlflowClient, experiment_id: str) -> StepResult | None:
+def _finished_attempt(
+    ctx: RunContext, client: MlflowClient, experiment_id: str, work: str
+) -> StepResult | None:
     """The result of an earlier attempt of this step run, if one finished completely.
 
-    Complete means: the run ended FINISHED with the completion tag, its model is
+    Complete means: the run did the same work (config and input dataset), ended
+    FINISHED with the completion tag, its model is
     READY, and the split files it wrote are still there with the same content.
     """
     from mlsteps.backends.mlflow import wrap
@@ -632,7 +646,7 @@ def _finished_attempt(ctx: RunContext, client: MlflowClient, experiment_id: str)
     key = ctx.run_key.idempotency_key.replace("'", "\\'")
     query = (
         f"tags.\"mlsteps.run_key\" = '{key}' and tags.\"{COMPLETE_TAG}\" = 'true' "
-        "and attributes.status = 'FINISHED'"
+        f"and tags.\"{WORK_TAG}\" = '{work}' and attributes.status = 'FINISHED'"
     )
     try:
         runs = client.search_runs(
