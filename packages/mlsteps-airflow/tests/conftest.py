@@ -69,10 +69,8 @@ from mlsteps import registry  # noqa: E402
 registry.refresh()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _airflow_env_cleanup() -> object:
-    """Remove the temp AIRFLOW_HOME and restore the environment when the session ends."""
-    yield
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the temp AIRFLOW_HOME and restore the environment (also after --collect-only)."""
     shutil.rmtree(_TMP, ignore_errors=True)
     for key in [k for k in os.environ if k.startswith("AIRFLOW__")]:
         del os.environ[key]
