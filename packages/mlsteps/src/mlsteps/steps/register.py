@@ -1,0 +1,563 @@
+"""The ``register`` step: put an evaluated model into the MLflow Model Registry.
+
+It refuses a model whose evaluation did not pass, creates (or, on a retry, finds)
+one model version per run key, waits until it is ready, tags it with its lineage
+and evaluation metrics, attaches a Markdown model card, and only then moves the
+configured aliases onto it, so an alias never points at a half-documented version.
+Stages are never used: MLflow deprecated them in favour of aliases and tags.
+
+MLflow is imported only inside :meth:`RegisterStep.run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from mlsteps._imports import require
+from mlsteps.backends import mlflow as mlflow_backend
+from mlsteps.errors import BackendError, ConfigError, GateFailure, Problem
+from mlsteps.lineage import package_versions
+from mlsteps.refs import ModelRef, ModelVersionRef, RefKind, ReportRef
+from mlsteps.step import InputSpec, Step, StepConfig, StepResult
+from mlsteps.storage import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlsteps.context import RunContext
+    from mlsteps.refs import BaseRef
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: MLflow's own alias rule (``^[\w\-]*$``, at most 255 characters), ASCII only.
+ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+#: MLflow reserves ``latest`` and ``v<N>`` (they already mean something in ``models:/`` URIs).
+RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
+#: Characters MLflow accepts in tag keys.
+TAG_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\- /]{1,250}$")
+#: Tag-key prefixes owned by mlsteps and MLflow; user tags may not write them.
+RESERVED_TAG_PREFIXES = ("mlsteps.", "mlflow.")
+
+RUN_KEY_TAG = "mlsteps.run_key"
+MODEL_HASH_TAG = "mlsteps.model_hash"
+EVALUATION_TAG = "mlsteps.evaluation"
+MODEL_CARD_TAG = "mlsteps.model_card"
+LINEAGE_TAG = "mlsteps.lineage_record"
+ATTEMPT_TAG = "mlsteps.attempt"
+METRIC_TAG_PREFIX = "metric."
+#: The logged-model tag through which the MLflow UI links a LoggedModel to its versions.
+MLFLOW_MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+
+CARD_FILE = "model_card.md"
+CARD_ARTIFACT_DIR = "model_card"
+_POLL_S = 1.0
+
+
+class RegisterConfig(StepConfig):
+    """Configuration of the ``register`` step."""
+
+    name: str = Field(
+        description="Registered model name: letters, digits, '_', '.', '-'; 1-128 characters, "
+        "starting with a letter or digit."
+    )
+    aliases: list[str] = Field(
+        default_factory=lambda: ["challenger"],
+        description="Aliases moved onto the new version (e.g. 'challenger'). May be empty.",
+    )
+    promote: bool = Field(False, description="Also move `champion_alias` onto the new version.")
+    champion_alias: str = Field("champion", description="The alias that marks the production model.")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra model-version tags. Keys starting with 'mlsteps.' or 'mlflow.' are reserved.",
+    )
+    description: str | None = Field(None, description="Description of the new model version.")
+    await_registration_s: int = Field(
+        300, ge=0, le=86_400, description="Seconds to wait for the version to become READY."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                "expected a registered model name of letters, digits, '_', '.' and '-' "
+                "(1-128 characters, starting with a letter or digit)"
+            )
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            _check_alias(alias)
+        return list(dict.fromkeys(value))  # drop duplicates, keep order
+
+    @field_validator("champion_alias")
+    @classmethod
+    def _champion(cls, value: str) -> str:
+        _check_alias(value)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith(RESERVED_TAG_PREFIXES):
+                raise ValueError(
+                    f"tag key {key!r} uses a reserved prefix ({', '.join(RESERVED_TAG_PREFIXES)})"
+                )
+            if not TAG_KEY_PATTERN.fullmatch(key):
+                raise ValueError(
+                    f"tag key {key!r} may only contain letters, digits, '_', '.', '-', ' ' and '/'"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _champion_needs_promote(self) -> RegisterConfig:
+        if self.champion_alias in self.aliases and not self.promote:
+            raise ValueError(
+                f"aliases lists the champion alias {self.champion_alias!r}; "
+                "set promote: true to promote a model instead"
+            )
+        return self
+
+    def all_aliases(self) -> list[str]:
+        """The aliases to set, champion last when promoting."""
+        extra = [self.champion_alias] if self.promote and self.champion_alias not in self.aliases else []
+        return [*self.aliases, *extra]
+
+
+def _check_alias(alias: str) -> None:
+    if not ALIAS_PATTERN.fullmatch(alias):
+        raise ValueError(f"alias {alias!r} may only contain letters, digits, '_' and '-' (1-255 characters)")
+    if RESERVED_ALIAS.fullmatch(alias):
+        raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<number>')")
+
+
+class RegisterStep(Step[RegisterConfig]):
+    """Register an evaluated model version, tag it, attach a model card and set its aliases."""
+
+    name = "register"
+    version = "1"
+    description = "Register a model that passed evaluation in the MLflow Model Registry and set its aliases."
+    config_model = RegisterConfig
+    inputs: ClassVar[dict[str, InputSpec]] = {
+        "model": InputSpec("model", description="The model logged by `train` (models:/m-...)."),
+        "evaluation": InputSpec("report", description="The `evaluate` report; it must have passed."),
+    }
+    outputs: ClassVar[dict[str, RefKind]] = {"model_version": "model_version"}
+    # Registering changes a live registry: a re-run must reach it, never reuse a cached result.
+    cacheable = False
+
+    def run(self, ctx: RunContext, config: RegisterConfig, inputs: dict[str, BaseRef]) -> StepResult:
+        model = inputs["model"]
+        evaluation = inputs["evaluation"]
+        if not isinstance(model, ModelRef) or not isinstance(evaluation, ReportRef):
+            raise ConfigError([Problem(None, "inputs", "register needs a model ref and a report ref")])
+        _check_evaluation(model, evaluation)
+
+        client = mlflow_backend.configure(ctx)
+        source = _source_uri(model)
+        key = ctx.run_key.idempotency_key
+        _ensure_registered_model(client, config.name)
+
+        found = _find_version(client, config.name, key=key, source=source, run_id=model.run_id)
+        if found is not None:
+            ctx.logger.info(
+                "register: reusing %s v%s created for run key %s", config.name, found.version, key
+            )
+            version = str(found.version)
+        else:
+            version = _create_version(ctx, client, config, model=model, evaluation=evaluation, source=source)
+        mv = _await_ready(client, config.name, version, timeout_s=config.await_registration_s)
+        source_run_id = model.run_id or mv.run_id
+
+        metrics = summary_metrics(evaluation.summary)
+        with _mlflow_errors(f"could not tag {config.name} v{version}"):
+            # The attempt that completes the registration is the one lineage records the output of.
+            for tag, value in {
+                LINEAGE_TAG: ctx.record_id,
+                ATTEMPT_TAG: str(ctx.run_key.attempt),
+                **{_metric_tag(name): _fmt(value) for name, value in metrics.items()},
+            }.items():
+                client.set_model_version_tag(config.name, version, tag, value)
+            if model.model_id:
+                _link_logged_model(client, model.model_id, config.name, version)
+
+        card_uri = _publish_card(
+            ctx,
+            client,
+            config,
+            model=model,
+            evaluation=evaluation,
+            version=version,
+            source_run_id=source_run_id,
+        )
+        with _mlflow_errors(f"could not tag {config.name} v{version} with its model card"):
+            client.set_model_version_tag(config.name, version, MODEL_CARD_TAG, card_uri)
+
+        for alias in config.all_aliases():
+            with _mlflow_errors(f"could not set alias {alias!r} on {config.name} v{version}"):
+                client.set_registered_model_alias(config.name, alias, version)
+
+        with _mlflow_errors(f"could not read back {config.name} v{version}"):
+            # search_model_versions returns no aliases; get_model_version does.
+            final = client.get_model_version(config.name, version)
+        ref = ModelVersionRef(
+            uri=f"models:/{config.name}/{version}",
+            name=config.name,
+            version=version,
+            aliases=sorted(final.aliases),
+            source_run_id=source_run_id,
+            content_hash=model.content_hash,
+            metadata={
+                "model_uri": model.uri,
+                "model_id": model.model_id,
+                "evaluation": evaluation.uri,
+                "model_card": card_uri,
+                "reused": found is not None,
+            },
+        )
+        message = f"{'reused' if found is not None else 'registered'} {config.name} v{version}"
+        if ref.aliases:
+            message += f" @ {', '.join(ref.aliases)}"
+        return StepResult(
+            outputs={"model_version": ref}, metrics={"version": float(version)}, message=message
+        )
+
+
+def _check_evaluation(model: ModelRef, evaluation: ReportRef) -> None:
+    """Refuse to register a model whose evaluation failed or was of another model."""
+    if not evaluation.passed:
+        reasons = evaluation.summary.get("reasons") or evaluation.summary.get("failures")
+        detail = (
+            "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else "passed=false"
+        )
+        raise GateFailure(
+            "register", [f"evaluation did not pass: {detail} (report {evaluation.uri})"], report=None
+        )
+    evaluated = evaluation.summary.get("model_uri") or evaluation.metadata.get("model_uri")
+    if isinstance(evaluated, str) and evaluated != model.uri:
+        raise GateFailure(
+            "register",
+            [f"evaluation {evaluation.uri} is of model {evaluated}, not of {model.uri}"],
+            report=None,
+        )
+
+
+def _source_uri(model: ModelRef) -> str:
+    """The version's source: the ``models:/m-...`` URI as given, a ``runs:/`` URI resolved.
+
+    MLflow 3 stores a ``models:/<model_id>`` source as is and resolves its storage
+    location from the LoggedModel, as ``mlflow.register_model`` does.
+    """
+    if model.uri.startswith("runs:/"):
+        repo = require("mlflow.store.artifact.runs_artifact_repo")
+        with _mlflow_errors(f"could not resolve {model.uri}"):
+            return str(repo.RunsArtifactRepository.get_underlying_uri(model.uri))
+    return model.uri
+
+
+@contextlib.contextmanager
+def _mlflow_errors(doing: str) -> Iterator[None]:
+    """Turn MLflow (and transport) failures into a BackendError keeping MLflow's message."""
+    exceptions = require("mlflow.exceptions")
+    try:
+        yield
+    except (exceptions.MlflowException, OSError) as exc:
+        raise mlflow_backend.wrap(exc, doing) from exc
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model unless it exists (another run may create it concurrently)."""
+    exceptions = require("mlflow.exceptions")
+    try:
+        client.create_registered_model(name)
+    except exceptions.MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise mlflow_backend.wrap(exc, f"could not create registered model {name!r}") from exc
+    except OSError as exc:
+        raise mlflow_backend.wrap(exc, f"could not create registered model {name!r}") from exc
+
+
+def _find_version(
+    client: MlflowClient, name: str, *, key: str, source: str, run_id: str | None
+) -> ModelVersion | None:
+    """The version an earlier attempt of this run key created from this model, if any."""
+    query = f"name='{name}'"
+    if not any(c in key for c in "'\"`\\"):
+        query += f" and tags.`{RUN_KEY_TAG}` = '{key}'"
+    token: str | None = None
+    match = None
+    with _mlflow_errors(f"could not search versions of {name!r}"):
+        while True:
+            page = client.search_model_versions(query, page_token=token)
+            for mv in page:
+                if (
+                    mv.tags.get(RUN_KEY_TAG) == key
+                    and mv.source == source
+                    and (run_id is None or mv.run_id in (None, run_id))
+                    and mv.status != "FAILED_REGISTRATION"
+                    and (match is None or int(mv.version) < int(match.version))
+                ):
+                    match = mv
+            token = page.token
+            if not token:
+                return match
+
+
+def _create_version(
+    ctx: RunContext,
+    client: MlflowClient,
+    config: RegisterConfig,
+    *,
+    model: ModelRef,
+    evaluation: ReportRef,
+    source: str,
+) -> str:
+    """Create the version with its idempotency tag in the same call, so no untagged duplicate can exist."""
+    tags = {
+        **config.tags,
+        **ctx.tags(),
+        EVALUATION_TAG: evaluation.uri,
+    }
+    if model.content_hash:
+        tags[MODEL_HASH_TAG] = model.content_hash
+    with _mlflow_errors(f"could not create a version of {config.name!r} from {source}"):
+        mv = client.create_model_version(
+            config.name,
+            source=source,
+            run_id=model.run_id,
+            tags=tags,
+            description=config.description,
+            await_creation_for=0,
+            model_id=model.model_id,
+        )
+    ctx.logger.info("register: created %s v%s from %s", config.name, mv.version, source)
+    return str(mv.version)
+
+
+def _await_ready(client: MlflowClient, name: str, version: str, *, timeout_s: int) -> ModelVersion:
+    """Poll the version until READY; a failed or slow registration is a BackendError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with _mlflow_errors(f"could not read {name} v{version}"):
+            mv = client.get_model_version(name, version)
+        if mv.status == "READY":
+            return mv
+        if mv.status == "FAILED_REGISTRATION":
+            raise BackendError("mlflow", f"registration of {name} v{version} failed: {mv.status_message}")
+        if time.monotonic() >= deadline:
+            raise BackendError(
+                "mlflow",
+                f"{name} v{version} is still {mv.status} after {timeout_s} s",
+                hint="raise await_registration_s, or check the registry",
+            )
+        time.sleep(_POLL_S)
+
+
+def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """Record the version on the LoggedModel (as ``mlflow.register_model`` does) for the MLflow UI."""
+    logged = client.get_logged_model(model_id)
+    existing = logged.tags.get(MLFLOW_MODEL_VERSIONS_TAG)
+    links: list[dict[str, Any]] = json.loads(existing) if existing else []
+    entry = {"name": name, "version": version}
+    if entry not in links:
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS_TAG: json.dumps([*links, entry])})
+
+
+def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """Metric values from an evaluation summary.
+
+    Reads ``summary["metrics"]`` (``name -> number`` or ``name -> {"value": number}``);
+    without that key, the summary's own top-level numbers. Non-finite values are dropped.
+    """
+    source = summary.get("metrics")
+    if not isinstance(source, dict):
+        source = summary
+    out: dict[str, float] = {}
+    for name, raw in source.items():
+        value = raw.get("value") if isinstance(raw, dict) else raw
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value):
+            out[str(name)] = float(value)
+    return out
+
+
+def _metric_tag(name: str) -> str:
+    return METRIC_TAG_PREFIX + re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", name)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _publish_card(
+    ctx: RunContext,
+    client: MlflowClient,
+    config: RegisterConfig,
+    *,
+    model: ModelRef,
+    evaluation: ReportRef,
+    version: str,
+    source_run_id: str | None,
+) -> str:
+    """Write the model card under the step's directory and log it to the source run.
+
+    Returns the URI the version's ``mlsteps.model_card`` tag points at: the run
+    artifact when there is a source run, else the card's own location.
+    """
+    text = render_model_card(
+        ctx, config, model=model, evaluation=evaluation, version=version, source_run_id=source_run_id
+    )
+    data = text.encode()
+    if ctx.store.local:
+        path = ctx.step_dir() / CARD_FILE
+        atomic_write_bytes(path, data)
+        local_uri = path.as_uri()
+    else:
+        local_uri = ctx.store.write_bytes(f"runs/{ctx.run_key.run_id}/{ctx.run_key.step}/{CARD_FILE}", data)
+    if source_run_id is None:
+        return local_uri
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _mlflow_errors(f"could not log the model card to run {source_run_id}"),
+    ):
+        # log_artifact keeps the file name, so the card is logged from a copy named model_card.md.
+        copy = Path(tmp) / CARD_FILE
+        copy.write_bytes(data)
+        client.log_artifact(source_run_id, str(copy), artifact_path=CARD_ARTIFACT_DIR)
+    return f"runs:/{source_run_id}/{CARD_ARTIFACT_DIR}/{CARD_FILE}"
+
+
+def _cell(value: Any) -> str:
+    """A value fit for a Markdown table cell."""
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, sort_keys=True, default=str)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: Mapping[str, Any], header: tuple[str, str]) -> list[str]:
+    if not rows:
+        return ["_none recorded_", ""]
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows.items()]
+    return [*lines, ""]
+
+
+def _by_metric(value: Any) -> dict[str, Any]:
+    """A ``metric -> x`` mapping out of a summary entry (a dict, or a dict holding ``metrics``)."""
+    if isinstance(value, dict):
+        inner = value.get("metrics")
+        return dict(inner) if isinstance(inner, dict) else dict(value)
+    return {}
+
+
+def render_model_card(
+    ctx: RunContext,
+    config: RegisterConfig,
+    *,
+    model: ModelRef,
+    evaluation: ReportRef,
+    version: str,
+    source_run_id: str | None,
+) -> str:
+    """The model card: identity, source, data, features, config, metrics vs thresholds and champion, packages."""
+    summary = evaluation.summary
+    metrics = summary_metrics(summary)
+    thresholds = _by_metric(summary.get("thresholds"))
+    champion = summary.get("champion")
+    champion_metrics = _by_metric(champion)
+    meta = dict(model.metadata)
+    features = meta.pop("features", None)
+
+    lines = [
+        f"# Model card: {config.name} v{version}",
+        "",
+        f"Registered by mlsteps on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}.",
+        "",
+        "## Model",
+        "",
+        *_table(
+            {
+                "registered model": f"models:/{config.name}/{version}",
+                "aliases": ", ".join(config.all_aliases()) or "(none)",
+                "description": config.description or "",
+                "logged model": model.uri,
+                "model id": model.model_id or "",
+                "flavour": model.flavour,
+                "content hash": model.content_hash or "",
+                "source run": source_run_id or "",
+                "run key": ctx.run_key.idempotency_key,
+                "lineage record": ctx.record_id,
+            },
+            ("field", "value"),
+        ),
+        "## Data",
+        "",
+        *_table(meta, ("key", "value")),
+        "## Features",
+        "",
+    ]
+    if isinstance(features, list) and features:
+        lines += [f"- `{f}`" for f in features] + [""]
+    else:
+        lines += ["_not recorded on the model ref_", ""]
+    lines += [
+        "## Evaluation",
+        "",
+        f"Report: `{evaluation.uri}` (passed: {evaluation.passed})",
+        "",
+    ]
+    names = list(dict.fromkeys([*metrics, *thresholds]))
+    if names:
+        lines += ["| metric | value | threshold | champion |", "|---|---|---|---|"]
+        for name in names:
+            lines.append(
+                f"| {_cell(name)} | {_cell(metrics.get(name, ''))} | {_cell(thresholds.get(name, ''))} "
+                f"| {_cell(champion_metrics.get(name, ''))} |"
+            )
+        lines.append("")
+    else:
+        lines += ["_no metrics in the evaluation summary_", ""]
+    if champion is not None:
+        lines += [f"Champion at evaluation time: `{_cell(champion)}`", ""]
+    lines += [
+        "<details><summary>Full evaluation summary</summary>",
+        "",
+        "```json",
+        json.dumps(summary, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "</details>",
+        "",
+        "## Registration config",
+        "",
+        "```json",
+        json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Packages",
+        "",
+        *_table(package_versions(), ("package", "version")),
+    ]
+    return "\n".join(lines)
