@@ -194,7 +194,7 @@ class RegisterStep(Step[RegisterConfig]):
             }.items():
                 client.set_model_version_tag(config.name, version, tag, value)
             if model.model_id:
-                _link_logged_model(client, model.model_id, config.name, version)
+                _link_logged_model(ctx, client, model.model_id, config.name, version)
 
         card_uri = _publish_card(
             ctx,
@@ -368,9 +368,22 @@ def _await_ready(client: MlflowClient, name: str, version: str, *, timeout_s: in
         time.sleep(_POLL_S)
 
 
-def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
-    """Record the version on the LoggedModel (as ``mlflow.register_model`` does) for the MLflow UI."""
-    logged = client.get_logged_model(model_id)
+def _link_logged_model(ctx: RunContext, client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """Record the version on the LoggedModel (as ``mlflow.register_model`` does) for the MLflow UI.
+
+    Like MLflow, a LoggedModel the tracking store does not know (e.g. a registry
+    on another server) only costs the UI link, not the registration.
+    """
+    exceptions = require("mlflow.exceptions")
+    try:
+        logged = client.get_logged_model(model_id)
+    except exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        ctx.logger.warning(
+            "register: logged model %s not found; %s v%s is not linked to it", model_id, name, version
+        )
+        return
     existing = logged.tags.get(MLFLOW_MODEL_VERSIONS_TAG)
     links: list[dict[str, Any]] = json.loads(existing) if existing else []
     entry = {"name": name, "version": version}
