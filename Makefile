@@ -39,17 +39,18 @@ demo: env ## Run the example pipeline end to end through the local runner (embed
 	$(VENV)/bin/mlsteps lineage --spec examples/penguins/pipeline.yaml --model penguins
 
 .PHONY: lint
-lint: env ## ruff (lint + format check) and mypy over packages/.
-	$(VENV)/bin/ruff check packages tests examples benchmarks
-	$(VENV)/bin/ruff format --check packages tests examples benchmarks
+lint: envs ## ruff (lint + format check) and mypy (strict) over packages/, each adapter in its own environment.
+	$(VENV)/bin/ruff check packages tests examples
+	$(VENV)/bin/ruff format --check packages tests examples
 	$(VENV)/bin/mypy packages/mlsteps/src
+	for a in $(ADAPTERS); do .venvs/$$a/bin/mypy packages/mlsteps-$$a/src; done
 
 .PHONY: docs
 docs: env ## Build the documentation site (strict: warnings are errors).
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 .PHONY: test-core
-test-core: env ## Core package tests and cross-package tests (unit + integration).
+test-core: envs ## Core package tests and cross-package tests (unit + integration).
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
 

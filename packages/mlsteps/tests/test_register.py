@@ -267,18 +267,30 @@ def test_same_run_key_with_a_retrained_model_is_a_new_version(make_ctx: MakeCtx,
     assert configure(ctx).get_model_version("iris", "2").source == retrained.uri
 
 
-def test_a_different_run_key_creates_version_2(make_ctx: MakeCtx, tmp_path: Path) -> None:
+def test_a_different_run_key_with_another_model_creates_version_2(make_ctx: MakeCtx, tmp_path: Path) -> None:
     first = make_ctx(run_id="run-1")
-    model = log_model(first, tmp_path)
-    register(first, model, report(tmp_path))
+    register(first, log_model(first, tmp_path), report(tmp_path))
 
-    ref = register(make_ctx(run_id="run-2"), model, report(tmp_path))
+    ref = register(make_ctx(run_id="run-2"), log_model(first, tmp_path, c=0.3), report(tmp_path))
 
     assert ref.version == "2"
     assert versions(first, "iris") == ["1", "2"]
     # challenger moved to the newest version.
     assert aliases_of(first, "iris", "1") == []
     assert ref.aliases == ["challenger"]
+
+
+def test_the_same_model_from_a_new_run_reuses_its_version(make_ctx: MakeCtx, tmp_path: Path) -> None:
+    """A re-run whose training came from cache hands register the same logged model: no duplicate."""
+    first = make_ctx(run_id="run-1")
+    model = log_model(first, tmp_path)
+    register(first, model, report(tmp_path))
+
+    ref = register(make_ctx(run_id="run-2"), model, report(tmp_path))
+
+    assert ref.version == "1"
+    assert ref.metadata["reused"] is True
+    assert versions(first, "iris") == ["1"]
 
 
 def test_a_second_promotion_moves_champion(make_ctx: MakeCtx, tmp_path: Path) -> None:

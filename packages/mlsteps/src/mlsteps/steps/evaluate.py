@@ -156,6 +156,9 @@ class EvaluateStep(Step[EvaluateConfig]):
     description = "score a model on held-out data against thresholds and the champion"
     config_model = EvaluateConfig
     gate = True
+    # The verdict depends on the registry's current champion, which is not part of
+    # the cache key (config + input hashes): a cached verdict could be stale.
+    cacheable = False
     inputs: ClassVar[dict[str, InputSpec]] = {
         "model": InputSpec("model", description="The model to evaluate (train.model)."),
         "dataset": InputSpec("dataset", description="Held-out data with the target (train.test_data)."),

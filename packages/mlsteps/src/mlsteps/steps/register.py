@@ -174,6 +174,11 @@ class RegisterStep(Step[RegisterConfig]):
         _ensure_registered_model(client, config.name)
 
         found = _find_version(client, config.name, key=key, source=source, run_id=model.run_id)
+        if found is None:
+            # The same logged model registered by an earlier run (e.g. a re-run whose
+            # training was served from cache): registering it again would only add a
+            # duplicate version, so the existing one is reused and its aliases refreshed.
+            found = _find_same_model(client, config.name, source=source)
         if found is not None:
             ctx.logger.info(
                 "register: reusing %s v%s created for run key %s", config.name, found.version, key
@@ -309,6 +314,27 @@ def _find_version(
                     mv.tags.get(RUN_KEY_TAG) == key
                     and mv.source == source
                     and (run_id is None or mv.run_id in (None, run_id))
+                    and mv.status != "FAILED_REGISTRATION"
+                    and (match is None or int(mv.version) < int(match.version))
+                ):
+                    match = mv
+            token = page.token
+            if not token:
+                return match
+
+
+def _find_same_model(client: MlflowClient, name: str, *, source: str) -> ModelVersion | None:
+    """The oldest live version of ``name`` registered from exactly this logged model, if any."""
+    if not source.startswith("models:/m-"):
+        return None  # only LoggedModel ids identify one model unambiguously
+    match = None
+    token: str | None = None
+    with _mlflow_errors(f"could not search versions of {name!r}"):
+        while True:
+            page = client.search_model_versions(f"name='{name}'", page_token=token)
+            for mv in page:
+                if (
+                    mv.source == source
                     and mv.status != "FAILED_REGISTRATION"
                     and (match is None or int(mv.version) < int(match.version))
                 ):
