@@ -227,12 +227,25 @@ def trace(records: list[LineageRecord], start: LineageRecord, _depth: int = 0) -
             if (
                 rec.started_at <= start.started_at
                 and rec.status in ("succeeded", "cached")
-                and (link.fingerprint in rec.output_fingerprints())
+                and rec.record_id != start.record_id
+                and _produces(rec, link)
             ):
                 producer = rec  # keep the latest producer before ``start``
         if producer is not None:
             node.parents[name] = trace(records, producer, _depth + 1)
     return node
+
+
+def _produces(record: LineageRecord, link: RefLink) -> bool:
+    """Whether ``record`` output the artifact ``link`` refers to: same content and same kind.
+
+    The kind matters: a model version carries its model's content hash, yet the
+    register step did not produce the model it registered.
+    """
+    kind = link.ref.get("kind")
+    return any(
+        out.fingerprint == link.fingerprint and out.ref.get("kind") == kind for out in record.outputs.values()
+    )
 
 
 def ref_summary(ref: Mapping[str, Any]) -> str:
