@@ -90,3 +90,15 @@ def test_lineage_walks_from_the_model_back_to_the_raw_data(
         parents = node["parents"]
         node = parents.get("model") or parents.get("dataset") or None
     assert chain == ["register", "train", "featurise", "validate"]
+
+
+def test_regression_example_runs_end_to_end(tmp_path: Path) -> None:
+    target = tmp_path / "diabetes"
+    shutil.copytree(ROOT / "examples" / "diabetes", target, ignore=shutil.ignore_patterns(".mlsteps", "data"))
+    assert run(str(BIN / "python"), "prepare_data.py", cwd=target).returncode == 0
+    out = run(str(BIN / "mlsteps"), "run", "pipeline.yaml", "--json", cwd=target)
+    assert out.returncode == 0, out.stdout + out.stderr
+    steps = steps_of(json.loads(out.stdout))
+    assert list(steps) == ["validate", "train", "evaluate", "register"]
+    assert steps["evaluate"]["metrics"]["r2"] >= 0.3  # type: ignore[index]
+    assert steps["register"]["outputs"]["model_version"]["aliases"] == ["challenger", "champion"]  # type: ignore[index]
