@@ -92,6 +92,38 @@ def test_lineage_walks_from_the_model_back_to_the_raw_data(
     assert chain == ["register", "train", "featurise", "validate"]
 
 
+def test_reproduce_matches_every_metric_then_refuses_changed_data(
+    example: Path, first_run: dict[str, object]
+) -> None:
+    out = run(
+        str(BIN / "mlsteps"), "reproduce", "models:/penguins@champion", "--spec", "pipeline.yaml", cwd=example
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "reproduced: every metric matches" in out.stdout
+    for step in ("validate", "featurise", "train", "evaluate"):
+        assert step in out.stdout
+    assert "accuracy" in out.stdout
+    assert " NO " not in out.stdout
+
+    data = example / "data" / "penguins.parquet"
+    original = data.read_bytes()
+    try:
+        import pandas as pd
+
+        frame = pd.read_parquet(data)
+        frame.loc[0, "body_mass_g"] = 9999.0
+        frame.to_parquet(data, index=False)
+        refused = run(
+            str(BIN / "mlsteps"), "reproduce", "models:/penguins/1", "--spec", "pipeline.yaml", cwd=example
+        )
+    finally:
+        data.write_bytes(original)
+    assert refused.returncode == 1
+    assert str(data) in refused.stderr
+    assert "changed since the model was trained: recorded sha256:" in refused.stderr
+    assert ", now sha256:" in refused.stderr
+
+
 def test_regression_example_runs_end_to_end(tmp_path: Path) -> None:
     target = tmp_path / "diabetes"
     shutil.copytree(ROOT / "examples" / "diabetes", target, ignore=shutil.ignore_patterns(".mlsteps", "data"))

@@ -363,6 +363,89 @@ def lineage(
         _fail(exc)
 
 
+@main.command()
+@click.argument("model_uri")
+@click.option(
+    "--spec", "spec_path", type=click.Path(path_type=Path), help="Take root, MLflow and paths from a spec."
+)
+@click.option("--root", default=None, help="Artifact root (default: from --spec, else ./.mlsteps).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: from --spec, else the embedded SQLite).")
+def reproduce(model_uri: str, spec_path: Path | None, root: str | None, tracking_uri: str | None) -> None:
+    """Re-run what produced MODEL_URI (models:/NAME@ALIAS or models:/NAME/VERSION) and compare metrics."""
+    from rich.table import Table
+
+    from mlsteps.context import MlflowSettings
+    from mlsteps.reproduce import reproduce as run_reproduce
+
+    try:
+        name, version, alias = _parse_model_uri(model_uri)
+        base_dir = Path.cwd()
+        mlflow = MlflowSettings()
+        if spec_path is not None:
+            from mlsteps.spec import load_spec
+
+            spec = load_spec(spec_path)
+            root = root or spec.artifact_root()
+            base_dir = spec.base_dir
+            mlflow = spec.model.defaults.mlflow
+        root = str(Path(root or ".mlsteps").resolve()) if "://" not in (root or "") else str(root)
+        if tracking_uri:
+            mlflow = mlflow.model_copy(update={"tracking_uri": tracking_uri})
+        if alias is not None:
+            version = _resolve_alias(name, alias, mlflow, root)
+        result = run_reproduce(
+            artifact_root=root, model=name, version=version, base_dir=base_dir, mlflow=mlflow
+        )
+    except MlstepsError as exc:
+        _fail(exc)
+    console = _console()
+    table = Table(title=f"reproducing {name} v{version} (run {result.summary.run_id})", title_justify="left")
+    for col in ("step", "metric", "recorded", "reproduced", "match"):
+        table.add_column(col)
+    for c in result.checks:
+        got = "-" if c.reproduced is None else f"{c.reproduced:.6g}"
+        table.add_row(
+            c.step, c.metric, f"{c.recorded:.6g}", got, "[green]yes[/]" if c.matches else "[red]NO[/]"
+        )
+    console.print(table)
+    for o in result.summary.outcomes:
+        if o.error:
+            console.print(f"[red]{o.step_id}: {o.error}[/]", markup=True)
+    console.print(
+        "[green]reproduced: every metric matches[/]" if result.ok else "[bold red]not reproduced[/]"
+    )
+    sys.exit(0 if result.ok else 1)
+
+
+def _parse_model_uri(uri: str) -> tuple[str, str, str | None]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version, alias)."""
+    body = uri.removeprefix("models:/")
+    if body == uri or not body:
+        raise ConfigError(f"expected models:/NAME@ALIAS or models:/NAME/VERSION, got {uri!r}")
+    if "@" in body:
+        name, _, alias = body.partition("@")
+        if name and alias:
+            return name, "", alias
+    name, _, version = body.partition("/")
+    if name and version.isdigit():
+        return name, version, None
+    raise ConfigError(f"expected models:/NAME@ALIAS or models:/NAME/VERSION, got {uri!r}")
+
+
+def _resolve_alias(name: str, alias: str, settings: Any, root: str) -> str:
+    from mlsteps.backends.mlflow import configure, wrap
+    from mlsteps.context import RunContext, RunKey
+
+    ctx = RunContext(
+        run_key=RunKey(run_id="reproduce", step="reproduce"), artifact_root=root, mlflow=settings
+    )
+    client = configure(ctx)
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception as exc:
+        raise wrap(exc, f"could not resolve models:/{name}@{alias}") from exc
+
+
 def _record_label(rec: LineageRecord) -> str:
     style = STATUS_STYLE.get(rec.status, rec.status)
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(rec.metrics.items())[:6])
