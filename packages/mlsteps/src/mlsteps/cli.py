@@ -417,6 +417,27 @@ def reproduce(model_uri: str, spec_path: Path | None, root: str | None, tracking
     sys.exit(0 if result.ok else 1)
 
 
+@main.command("suggest-expectations")
+@click.argument("data")
+@click.option("--max-set-size", default=20, show_default=True, type=click.IntRange(min=1))
+def suggest_expectations(data: str, max_set_size: int) -> None:
+    """Profile DATA (parquet or CSV) into starter validate expectations, printed as YAML."""
+    import yaml
+
+    from mlsteps.data import read_dataframe
+    from mlsteps.steps.validate import suggest_expectations as suggest
+
+    try:
+        frame = read_dataframe(data)
+    except MlstepsError as exc:
+        _fail(exc)
+    suggestions = suggest(frame, max_set_size=max_set_size)
+    click.echo(
+        f"# {len(suggestions)} expectations suggested from {data} ({len(frame)} rows); review before use"
+    )
+    click.echo(yaml.safe_dump({"expectations": suggestions}, sort_keys=False, allow_unicode=True), nl=False)
+
+
 def _parse_model_uri(uri: str) -> tuple[str, str, str | None]:
     """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version, alias)."""
     body = uri.removeprefix("models:/")
