@@ -134,3 +134,28 @@ def test_regression_example_runs_end_to_end(tmp_path: Path) -> None:
     assert list(steps) == ["validate", "train", "evaluate", "register"]
     assert steps["evaluate"]["metrics"]["r2"] >= 0.3  # type: ignore[index]
     assert steps["register"]["outputs"]["model_version"]["aliases"] == ["challenger", "champion"]  # type: ignore[index]
+
+
+def test_failing_validation_stops_the_run_before_anything_is_registered(tmp_path: Path) -> None:
+    target = tmp_path / "penguins"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(".mlsteps", "data", "__pycache__"))
+    assert run(str(BIN / "python"), "prepare_data.py", cwd=target).returncode == 0
+    spec = target / "pipeline.yaml"
+    spec.write_text(
+        spec.read_text().replace(
+            "{type: row_count_between, min: 300,", "{type: row_count_between, min: 5000,"
+        )
+    )
+    out = run(str(BIN / "mlsteps"), "run", "pipeline.yaml", "--json", cwd=target)
+    assert out.returncode == 1, out.stdout + out.stderr
+    steps = steps_of(json.loads(out.stdout))
+    assert steps["validate"]["status"] == "gate_failed"
+    assert "row_count_between" in str(steps["validate"]["error"])
+    assert {steps[s]["status"] for s in ("featurise", "train", "evaluate", "register")} == {"skipped"}
+    # Nothing reached the registry: the embedded MLflow DB has no registered model.
+    import sqlite3
+
+    db = target / ".mlsteps" / "mlflow.db"
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("select count(*) from registered_models").fetchone() == (0,)
