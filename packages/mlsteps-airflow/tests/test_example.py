@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +15,11 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "penguins"
 
 
-def _missing_steps() -> list[str]:
-    from mlsteps.errors import ConfigError
-    from mlsteps.registry import BUILTIN_STEPS, get_step
-
-    missing = []
-    for name in BUILTIN_STEPS:
-        try:
-            get_step(name)
-        except ConfigError:
-            missing.append(name)
-    return missing
-
-
 @pytest.mark.slow
 def test_penguins_example_runs_under_airflow(tmp_path: Path, dag_file: Any) -> None:
-    missing = _missing_steps()
-    if missing:
-        pytest.skip(f"built-in steps not implemented yet: {missing}")
-    if not (EXAMPLE / "data" / "penguins.parquet").exists():
-        pytest.skip("run `.venv/bin/python examples/penguins/prepare_data.py` first")
     example = tmp_path / "penguins"
-    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns(".mlsteps", "__pycache__", "mlflow.db"))
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns(".mlsteps", "data", "__pycache__"))
+    subprocess.run([sys.executable, "prepare_data.py"], cwd=example, check=True, timeout=300)
     dag = dag_file(
         f"""
         from mlsteps_airflow.dag import build_dag

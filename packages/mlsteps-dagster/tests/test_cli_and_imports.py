@@ -7,10 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from conftest import TOY_SPEC, write_spec
-
-from mlsteps.registry import BUILTIN_STEPS
 
 REPO = Path(__file__).resolve().parents[3]
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -24,17 +21,6 @@ from mlsteps_dagster import build_definitions
 
 defs = build_definitions(Path(__file__).parent / "pipeline.yaml")
 """
-
-
-def builtin_steps_missing() -> list[str]:
-    """Built-in step modules not (yet) present in this checkout."""
-    import importlib.util
-
-    return [
-        name
-        for name, target in BUILTIN_STEPS.items()
-        if importlib.util.find_spec(target.split(":")[0]) is None
-    ]
 
 
 def validate(defs_file: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,10 +59,6 @@ def test_dagster_cli_reports_spec_errors(tmp_path: Path, toy_plugin_env: dict[st
     assert "steps.source.config.count" in proc.stdout + proc.stderr
 
 
-@pytest.mark.skipif(
-    bool(builtin_steps_missing()),
-    reason=f"built-in steps not in this checkout yet: {builtin_steps_missing()}",
-)
 def test_dagster_cli_validates_the_penguins_example() -> None:
     proc = validate(EXAMPLE_DEFS)
 
