@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from airflow.sdk import Connection
 from airflow_testing import write_spec
-from pydantic import SecretStr
 
 from mlsteps.context import MlflowSettings
 from mlsteps.errors import ConfigError
@@ -22,7 +21,6 @@ from mlsteps_airflow.operators.mlsteps import (
     RegisterOperator,
     TrainOperator,
     ValidateOperator,
-    merge_mlflow,
 )
 
 SPEC = """\
@@ -115,15 +113,6 @@ def test_connection_with_bare_host() -> None:
     )
     assert secure.tracking_uri == "https://mlflow"
     assert settings_from_connection(Connection(conn_id="m", conn_type="mlflow")) == MlflowSettings()
-
-
-def test_merge_mlflow_overrides_only_set_fields() -> None:
-    base = MlflowSettings(tracking_uri="http://a", experiment="spec")
-    merged = merge_mlflow(base, MlflowSettings(tracking_uri="http://b", token=SecretStr("t")))
-    assert merged.tracking_uri == "http://b"
-    assert merged.experiment == "spec"
-    assert merged.token is not None
-    assert merged.token.get_secret_value() == "t"
 
 
 def test_provider_info_points_at_real_modules() -> None:

@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlsteps.context import DEFAULT_ARTIFACT_ROOT, MlflowSettings, Resources, RunContext, RunKey
+from mlsteps.context import (
+    DEFAULT_ARTIFACT_ROOT,
+    MlflowSettings,
+    Resources,
+    RunContext,
+    RunKey,
+    build_context,
+)
 from mlsteps.errors import ConfigError, Problem
-from mlsteps.lineage import LineageRecorder
 from mlsteps.refs import BaseRef, parse_ref
 from mlsteps.registry import get_step
 from mlsteps.step import Step, StepConfig, cache_key, check_inputs
-from mlsteps.storage import is_local, to_local_path
+from mlsteps.storage import resolve_root
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -140,10 +146,7 @@ class StepCall:
 
     def context_root(self) -> str:
         """The artifact root, resolved against ``base_dir`` like the run context does."""
-        root = self.artifact_root
-        if is_local(root) and not to_local_path(root).is_absolute():
-            return str((self.base_dir / to_local_path(root)).resolve())
-        return root
+        return resolve_root(self.artifact_root, self.base_dir)
 
     def run_key(self) -> RunKey:
         """The run key from the Prefect runtime: flow run id, task run count as attempt."""
@@ -171,21 +174,14 @@ class StepCall:
         )
 
     def context(self, run_key: RunKey) -> RunContext:
-        """The run context, built as :meth:`mlsteps.spec.PipelineSpec.context` builds it.
-
-        Local equivalent of a proposed core helper (``mlsteps.context.build_context``):
-        ``PipelineSpec.context`` needs the whole spec, but a Prefect task may be used
-        without one, so the same four lines are repeated here.
-        """
-        ctx = RunContext(
-            run_key=run_key,
+        """The run context, built by the core as for every runner (a task may have no spec)."""
+        return build_context(
+            run_key,
             artifact_root=self.artifact_root,
             base_dir=self.base_dir,
             mlflow=self.mlflow,
             resources=self.resources,
         )
-        ctx.lineage = LineageRecorder(ctx.store)
-        return ctx
 
 
 def parse_outputs(value: Any) -> dict[str, BaseRef]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.cache_policies import CachePolicy
 
 from mlsteps.errors import MlstepsError
-from mlsteps.runner import _still_valid  # proposed core change: make this public (ref_still_valid)
+from mlsteps.runner import ref_is_intact
 from mlsteps_prefect._call import StepCall, parse_outputs
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def cached_result_is_valid(value: Any) -> bool:
         outputs = parse_outputs(value)
     except (TypeError, ValueError):
         return False
-    return all(_still_valid(ref) for ref in outputs.values())
+    return all(ref_is_intact(ref) for ref in outputs.values())
 
 
 @dataclass

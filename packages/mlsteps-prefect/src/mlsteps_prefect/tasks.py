@@ -33,7 +33,6 @@ from prefect.futures import PrefectFuture
 from prefect.utilities.collections import visit_collection
 
 from mlsteps.errors import ConfigError, GateFailure, MissingDependencyError
-from mlsteps.lineage import LineageRecorder
 from mlsteps.refs import BaseRef, ReportRef, dump_ref
 from mlsteps.step import StepResult, execute_step
 from mlsteps_prefect._call import StepCall, parse_outputs
@@ -131,7 +130,8 @@ def cached_run_recorder(step: str | type[Step[Any]]) -> Callable[[Task[..., Any]
         started = time.time()
         call = StepCall.from_parameters(step, _resolve_futures(ctx.parameters))
         run_ctx = call.context(call.run_key())
-        lineage = LineageRecorder(run_ctx.store)
+        lineage = run_ctx.lineage
+        assert lineage is not None  # build_context always attaches a recorder
         key = call.cache_key()
         sources = [r.record_id for r in lineage.records() if r.cache_key == key and r.status == "succeeded"]
         lineage.record(

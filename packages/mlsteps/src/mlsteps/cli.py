@@ -228,11 +228,9 @@ def step(
     output: Path | None,
 ) -> None:
     """Run one step from JSON config and input refs; print its result as JSON."""
-    from mlsteps.context import MlflowSettings, RunContext, RunKey, new_run_id
-    from mlsteps.lineage import LineageRecorder
+    from mlsteps.context import MlflowSettings, RunKey, build_context, new_run_id
     from mlsteps.registry import get_step
     from mlsteps.step import execute_step
-    from mlsteps.storage import ArtifactStore
 
     try:
         cls = get_step(step_name)
@@ -243,8 +241,8 @@ def step(
             if not eq:
                 raise ConfigError(f"--input: expected NAME=REF_JSON, got {item!r}")
             inputs[name] = _json_arg(value, f"--input {name}")
-        ctx = RunContext(
-            run_key=RunKey(
+        ctx = build_context(
+            RunKey(
                 orchestrator=orchestrator,
                 pipeline=pipeline,
                 run_id=run_id or new_run_id(),
@@ -254,7 +252,6 @@ def step(
             artifact_root=artifact_root,
             mlflow=MlflowSettings(tracking_uri=tracking_uri),
         )
-        ctx.lineage = LineageRecorder(ArtifactStore(ctx.artifact_root))
         result = execute_step(cls, ctx, config, inputs)
         payload = {"status": "succeeded", **result.to_dict()}
     except GateFailure as exc:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from mlsteps.storage import ArtifactStore, is_local, to_local_path
+from mlsteps.storage import ArtifactStore, is_local, resolve_root, to_local_path
 
 if TYPE_CHECKING:
     from mlsteps.lineage import LineageRecorder
@@ -97,6 +97,13 @@ class MlflowSettings(BaseModel):
     experiment: str | None = Field(None, description="Experiment name; defaults to the pipeline name.")
     token: SecretStr | None = Field(None, description="Bearer token for a secured MLflow server.")
 
+    def merged(self, override: MlflowSettings | None) -> MlflowSettings:
+        """These settings with every field ``override`` sets (not ``None``) taking precedence."""
+        if override is None:
+            return self
+        updates = {name: getattr(override, name) for name in type(self).model_fields}
+        return self.model_copy(update={k: v for k, v in updates.items() if v is not None})
+
 
 @dataclass
 class RunContext:
@@ -115,11 +122,8 @@ class RunContext:
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
-        root = os.fspath(self.artifact_root)
-        if is_local(root) and not Path(to_local_path(root)).is_absolute():
-            root = str((self.base_dir / to_local_path(root)).resolve())
-        self.artifact_root = root
-        self.store = ArtifactStore(root)
+        self.artifact_root = resolve_root(os.fspath(self.artifact_root), self.base_dir)
+        self.store = ArtifactStore(self.artifact_root)
 
     @property
     def tracking_uri(self) -> str:
@@ -171,3 +175,30 @@ class RunContext:
             "tracking_uri": self.mlflow.tracking_uri or "(embedded sqlite)",
             "resources": self.resources.model_dump(exclude_defaults=True),
         }
+
+
+def build_context(
+    run_key: RunKey,
+    *,
+    artifact_root: str | None = None,
+    base_dir: Path | None = None,
+    mlflow: MlflowSettings | None = None,
+    resources: Resources | None = None,
+) -> RunContext:
+    """A run context that records lineage under its artifact root.
+
+    What every runner hands a step: the local runner and the adapters call this
+    (through :meth:`mlsteps.spec.PipelineSpec.context` for spec steps, directly
+    for hand-composed tasks), so all of them resolve paths and record lineage alike.
+    """
+    from mlsteps.lineage import LineageRecorder
+
+    ctx = RunContext(
+        run_key=run_key,
+        artifact_root=artifact_root or DEFAULT_ARTIFACT_ROOT,
+        base_dir=base_dir or Path.cwd(),
+        mlflow=mlflow or MlflowSettings(),
+        resources=resources or Resources(),
+    )
+    ctx.lineage = LineageRecorder(ctx.store)
+    return ctx

@@ -83,7 +83,7 @@ class RunCache:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable cache entry %s: %s", rel, exc)
             return None
-        if not all(_still_valid(ref) for ref in result.outputs.values()):
+        if not all(ref_is_intact(ref) for ref in result.outputs.values()):
             return None
         return result, str(entry["record_id"])
 
@@ -91,8 +91,12 @@ class RunCache:
         self.store.write_json(self._rel(key), {"result": result.to_dict(), "record_id": record_id})
 
 
-def _still_valid(ref: BaseRef) -> bool:
-    """A cached output is reusable only if its local file still has the recorded content."""
+def ref_is_intact(ref: BaseRef) -> bool:
+    """Whether a ref's local files still exist with the recorded content (remote ones are trusted).
+
+    A cached result is reusable only if every output ref is intact; the Prefect
+    adapter's cache policy applies the same check.
+    """
     for uri in (ref.uri, getattr(ref, "html_uri", None)):
         if uri and is_local(uri) and not to_local_path(uri).exists():
             return False

@@ -16,10 +16,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlsteps.context import DEFAULT_ARTIFACT_ROOT, MlflowSettings, Resources, RunContext, RunKey
+from mlsteps.context import (
+    DEFAULT_ARTIFACT_ROOT,
+    MlflowSettings,
+    Resources,
+    RunContext,
+    RunKey,
+    build_context,
+)
 from mlsteps.errors import ConfigError, Problem
 from mlsteps.step import validation_problems
-from mlsteps.storage import is_local, to_local_path
+from mlsteps.storage import resolve_root
 
 if TYPE_CHECKING:
     from mlsteps.step import Step, StepConfig
@@ -115,10 +122,7 @@ class PipelineSpec:
 
     def artifact_root(self, override: str | None = None) -> str:
         """The artifact root: a local path resolved against the spec's directory, or a URL."""
-        root = override or self.model.defaults.artifact_root
-        if is_local(root) and not to_local_path(root).is_absolute():
-            return str((self.base_dir / to_local_path(root)).resolve())
-        return root
+        return resolve_root(override or self.model.defaults.artifact_root, self.base_dir)
 
     def context(
         self,
@@ -133,19 +137,15 @@ class PipelineSpec:
         Adapters pass a ``run_key`` built from their orchestrator's run id and retry
         number; everything else comes from the spec so all runners behave alike.
         """
-        from mlsteps.lineage import LineageRecorder
-
         if step_id not in self.steps:
             raise KeyError(f"unknown step {step_id!r}; expected one of {sorted(self.steps)}")
-        ctx = RunContext(
-            run_key=run_key,
+        return build_context(
+            run_key,
             artifact_root=self.artifact_root(artifact_root),
             base_dir=self.base_dir,
             mlflow=mlflow or self.model.defaults.mlflow,
             resources=self.steps[step_id].spec.resources,
         )
-        ctx.lineage = LineageRecorder(ctx.store)
-        return ctx
 
     def downstream(self, step_id: str) -> set[str]:
         """Every step that depends on ``step_id``, directly or not."""

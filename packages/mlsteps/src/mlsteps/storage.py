@@ -32,6 +32,13 @@ def to_local_path(uri: str) -> Path:
     return Path(parsed.path if parsed.scheme == "file" else uri)
 
 
+def resolve_root(root: str, base_dir: Path) -> str:
+    """An artifact root as used everywhere: a relative local path is taken from ``base_dir``."""
+    if is_local(root) and not to_local_path(root).is_absolute():
+        return str((base_dir / to_local_path(root)).resolve())
+    return root
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlsteps.context import MlflowSettings, Resources, RunContext, RunKey
+from mlsteps.context import MlflowSettings, RunContext, RunKey, build_context
 from mlsteps.errors import ConfigError, GateFailure
 from mlsteps.refs import dump_ref
 from mlsteps.step import execute_step
@@ -174,7 +174,7 @@ class MlstepsOperator(BaseOperator):
         from mlsteps.registry import get_step
 
         step_cls = get_step(self.step)
-        ctx = make_context(
+        ctx = build_context(
             run_key,
             artifact_root=self.artifact_root,
             base_dir=self._base_dir(context),
@@ -194,49 +194,15 @@ class MlstepsOperator(BaseOperator):
         if self.mlflow_conn_id:
             from mlsteps_airflow.hooks.mlflow import MlflowHook
 
-            settings = merge_mlflow(settings, MlflowHook(self.mlflow_conn_id).get_settings())
+            settings = settings.merged(MlflowHook(self.mlflow_conn_id).get_settings())
         if self.mlflow is not None:
             explicit = (
                 self.mlflow
                 if isinstance(self.mlflow, MlflowSettings)
                 else MlflowSettings.model_validate(dict(self.mlflow))
             )
-            settings = merge_mlflow(settings, explicit)
+            settings = settings.merged(explicit)
         return settings
-
-
-def merge_mlflow(base: MlflowSettings, override: MlflowSettings) -> MlflowSettings:
-    """``base`` with every field that ``override`` sets (non-``None``) replaced."""
-    updates = {name: getattr(override, name) for name in MlflowSettings.model_fields}
-    return base.model_copy(update={k: v for k, v in updates.items() if v is not None})
-
-
-def make_context(
-    run_key: RunKey,
-    *,
-    artifact_root: str | None,
-    base_dir: Path,
-    mlflow: MlflowSettings,
-    resources: Resources | None = None,
-) -> RunContext:
-    """A run context with a lineage recorder, for a step that is not part of a spec.
-
-    LOCAL EQUIVALENT of a proposed core helper: ``PipelineSpec.context`` does this
-    for spec steps; hand-composed operators have no spec, so this mirrors it
-    (artifact root relative to ``base_dir``, lineage under the artifact root).
-    """
-    from mlsteps.context import DEFAULT_ARTIFACT_ROOT
-    from mlsteps.lineage import LineageRecorder
-
-    ctx = RunContext(
-        run_key=run_key,
-        artifact_root=artifact_root or DEFAULT_ARTIFACT_ROOT,
-        base_dir=base_dir,
-        mlflow=mlflow,
-        resources=resources or Resources(),
-    )
-    ctx.lineage = LineageRecorder(ctx.store)
-    return ctx
 
 
 class _FixedStepOperator(MlstepsOperator):
