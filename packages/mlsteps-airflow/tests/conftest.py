@@ -16,12 +16,13 @@ import textwrap
 import uuid
 from pathlib import Path
 
+from mlsteps.testing import TOY_STEPS, write_step_plugin  # light: imports no airflow
+
 if "airflow" in sys.modules:  # pragma: no cover - guards the ordering this file relies on
     raise RuntimeError("airflow was imported before the test environment was set up")
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parents[2]
-CORE_TESTS_DIR = ROOT / "packages" / "mlsteps" / "tests"
 BIN = Path(sys.executable).parent
 
 _TMP = Path(tempfile.mkdtemp(prefix="mlsteps-airflow-tests-"))
@@ -38,24 +39,16 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 # The toy steps (the core's and ours) as an installed entry-point plugin, for this
 # process (DAG files are parsed in-process by dag.test) and for subprocesses.
-_dist = PLUGIN_SITE / "mlsteps_airflow_toy-0.1.dist-info"
-_dist.mkdir(parents=True)
-(_dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlsteps-airflow-toy\nVersion: 0.1\n")
-(_dist / "entry_points.txt").write_text(
-    textwrap.dedent(
-        """\
-        [mlsteps.steps]
-        toy_source = toysteps:ToySource
-        toy_sum = toysteps:ToySum
-        toy_copy = toysteps:ToyCopy
-        toy_crash = toysteps:ToyCrash
-        toy_file = airflow_toysteps:ToyFile
-        toy_publish = airflow_toysteps:ToyPublish
-        toy_probe = airflow_toysteps:ToyProbe
-        """
-    )
+write_step_plugin(
+    PLUGIN_SITE,
+    {
+        **TOY_STEPS,
+        "toy_file": "airflow_toysteps:ToyFile",
+        "toy_publish": "airflow_toysteps:ToyPublish",
+        "toy_probe": "airflow_toysteps:ToyProbe",
+    },
 )
-_extra_path = [str(PLUGIN_SITE), str(CORE_TESTS_DIR), str(TESTS_DIR)]
+_extra_path = [str(PLUGIN_SITE), str(TESTS_DIR)]
 for _p in reversed(_extra_path):
     if _p not in sys.path:
         sys.path.insert(0, _p)

@@ -10,18 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from mlsteps.testing import TOY_STEPS as CORE_TOY_STEPS
+from mlsteps.testing import registered_steps, write_step_plugin
+
 TESTS_DIR = Path(__file__).resolve().parent
-CORE_TESTS_DIR = TESTS_DIR.parents[1] / "mlsteps" / "tests"
-for _dir in (TESTS_DIR, CORE_TESTS_DIR):
-    if str(_dir) not in sys.path:
-        sys.path.insert(0, str(_dir))
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
 
 #: Step name -> ``module:Class`` of every toy step the tests use.
 TOY_STEPS = {
-    "toy_source": "toysteps:ToySource",
-    "toy_sum": "toysteps:ToySum",
-    "toy_copy": "toysteps:ToyCopy",
-    "toy_crash": "toysteps:ToyCrash",
+    **CORE_TOY_STEPS,
     "toy_gate": "dagster_toysteps:ToyGate",
     "toy_after": "dagster_toysteps:ToyAfter",
     "toy_probe": "dagster_toysteps:ToyProbe",
@@ -33,28 +31,20 @@ def toy_steps() -> Iterator[None]:
     """Register the toy steps in-process (``materialize`` runs steps in this process)."""
     import importlib
 
-    from mlsteps import registry
-
+    classes = []
     for target in TOY_STEPS.values():
         module, _, attr = target.partition(":")
-        registry.register_step(getattr(importlib.import_module(module), attr))
-    yield
-    for name in TOY_STEPS:
-        registry._REGISTERED.pop(name, None)
-    registry.refresh()
+        classes.append(getattr(importlib.import_module(module), attr))
+    with registered_steps(*classes):
+        yield
 
 
 @pytest.fixture
 def toy_plugin_env(tmp_path: Path) -> dict[str, str]:
     """Environment for subprocesses in which the toy steps are an installed entry-point plugin."""
-    site = tmp_path / "plugin-site"
-    dist = site / "mlsteps_dagster_toy-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlsteps-dagster-toy\nVersion: 0.1\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in TOY_STEPS.items())
-    (dist / "entry_points.txt").write_text(f"[mlsteps.steps]\n{lines}\n")
+    site = write_step_plugin(tmp_path / "plugin-site", TOY_STEPS)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(TESTS_DIR), str(CORE_TESTS_DIR)])
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(TESTS_DIR)])
     env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
     (tmp_path / "dagster_home").mkdir()
     return env

@@ -1,6 +1,6 @@
 """Extra toy steps for the Dagster tests: a two-output gate and steps downstream of a report.
 
-They complement ``packages/mlsteps/tests/toysteps.py`` with the shapes the
+They complement ``mlsteps.testing`` with the shapes the
 Dagster mapping must handle: a gate with a dataset and a report (like
 ``validate``), a step consuming a gate's report (like ``register``), and a probe
 that reports the run context it was given.

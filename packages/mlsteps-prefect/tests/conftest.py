@@ -18,13 +18,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
-CORE_TESTS = ROOT / "packages" / "mlsteps" / "tests"
-for path in (HERE, CORE_TESTS):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-TOY_STEPS = ("ToySource", "ToySum", "ToyCopy", "ToyCrash")
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,36 +50,28 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def toy_steps() -> Iterator[None]:
     """The core's toy steps plus this package's report consumer, registered in-process."""
     import prefect_teststeps
-    import toysteps
 
-    from mlsteps import registry
+    from mlsteps import testing
 
-    classes = [getattr(toysteps, name) for name in TOY_STEPS] + [
+    with testing.registered_steps(
+        testing.ToySource,
+        testing.ToySum,
+        testing.ToyCopy,
+        testing.ToyCrash,
         prefect_teststeps.ToyAfterGate,
         prefect_teststeps.ToyLiveSource,
-    ]
-    for cls in classes:
-        registry.register_step(cls)
-    yield
-    for cls in classes:
-        registry._REGISTERED.pop(cls.name, None)
-    registry.refresh()
+    ):
+        yield
 
 
 @pytest.fixture
 def toy_plugin_env(tmp_path: Path) -> dict[str, str]:
     """Environment for subprocesses in which the toy steps are an installed entry-point plugin."""
-    site = tmp_path / "plugin-site"
-    dist = site / "mlsteps_toy-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlsteps-toy\nVersion: 0.1\n")
-    entries = "\n".join(
-        f"{name} = toysteps:{cls}"
-        for name, cls in zip(("toy_source", "toy_sum", "toy_copy", "toy_crash"), TOY_STEPS, strict=True)
-    )
-    (dist / "entry_points.txt").write_text(f"[mlsteps.steps]\n{entries}\n")
+    from mlsteps.testing import TOY_STEPS, write_step_plugin
+
+    site = write_step_plugin(tmp_path / "plugin-site", TOY_STEPS)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(CORE_TESTS), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
     return env
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from toysteps import SumConfig, ToySource
-
 from mlsteps.context import RunContext
 from mlsteps.hashing import hash_file
 from mlsteps.refs import BaseRef, DatasetRef, RefKind
 from mlsteps.step import InputSpec, Step, StepResult
 from mlsteps.storage import atomic_write_bytes
+from mlsteps.testing import SumConfig, ToySource
 
 
 class ToyAfterGate(Step[SumConfig]):

@@ -1,22 +1,31 @@
-"""Small but real steps for testing the runner, spec and CLI without heavy backends.
+"""Test support for mlsteps and for packages that build on it (adapters, step plugins).
 
-They read and write real files under the artifact root, so caching, lineage and
-failure handling are exercised exactly as with the built-in steps.
+Small but real steps that read and write real files under the artifact root, so
+runners, caching, lineage and failure handling are exercised exactly as with the
+built-in steps without loading any heavy backend; and helpers to make steps
+visible in-process (:func:`registered_steps`) or to subprocesses as an installed
+entry-point plugin (:func:`write_step_plugin`). Importing this module is light.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from mlsteps.context import RunContext
 from mlsteps.errors import GateFailure
 from mlsteps.hashing import hash_file
 from mlsteps.refs import BaseRef, DatasetRef, RefKind, ReportRef
 from mlsteps.step import InputSpec, Step, StepConfig, StepResult
 from mlsteps.storage import atomic_write_bytes, to_local_path
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from pathlib import Path
+
+    from mlsteps.context import RunContext
 
 
 class SourceConfig(StepConfig):
@@ -98,3 +107,42 @@ class ToyCrash(Step[SumConfig]):
 
     def run(self, ctx: RunContext, config: SumConfig, inputs: dict[str, BaseRef]) -> StepResult:
         raise ZeroDivisionError("boom")
+
+
+#: The toy steps by name, as entry-point targets.
+TOY_STEPS: dict[str, str] = {
+    "toy_source": "mlsteps.testing:ToySource",
+    "toy_sum": "mlsteps.testing:ToySum",
+    "toy_copy": "mlsteps.testing:ToyCopy",
+    "toy_crash": "mlsteps.testing:ToyCrash",
+}
+
+
+@contextlib.contextmanager
+def registered_steps(*classes: type[Step[Any]]) -> Iterator[None]:
+    """Register step classes for this process while the block runs (default: the toy steps)."""
+    from mlsteps import registry
+
+    chosen = classes or (ToySource, ToySum, ToyCopy, ToyCrash)
+    for cls in chosen:
+        registry.register_step(cls)
+    try:
+        yield
+    finally:
+        for cls in chosen:
+            registry._REGISTERED.pop(cls.name, None)
+        registry.refresh()
+
+
+def write_step_plugin(site: Path, steps: Mapping[str, str], *, name: str = "mlsteps-test-plugin") -> Path:
+    """Write an installed-looking distribution declaring ``steps`` in the ``mlsteps.steps`` group.
+
+    Put ``site`` on ``PYTHONPATH`` (or ``sys.path``) and the steps are found through
+    entry points, exactly as a published plugin's would be. Returns ``site``.
+    """
+    dist = site / f"{name.replace('-', '_')}-0.1.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    lines = "\n".join(f"{step} = {target}" for step, target in steps.items())
+    (dist / "entry_points.txt").write_text(f"[mlsteps.steps]\n{lines}\n")
+    return site
