@@ -91,8 +91,7 @@ def test_failed_gate_stops_downstream_and_is_not_cached(tmp_path: Path) -> None:
         "  after:\n    uses: toy_copy\n    inputs: {dataset: source.dataset}\n"
         "  gated:\n    uses: toy_sum\n    inputs: {dataset: source.dataset}\n"
     )
-    # make "after" depend on the gate's success through a report-free chain: only
-    # steps downstream of the gate are skipped, independent ones still run.
+    # "after" and "gated" depend on the source, not on the failing gate: they still run.
     spec = load_spec(write_spec(tmp_path, body))
     summary = LocalRunner(spec, run_id="r1").run()
     assert not summary.ok

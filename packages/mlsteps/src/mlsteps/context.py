@@ -142,10 +142,6 @@ class RunContext:
     def experiment_name(self) -> str:
         return self.mlflow.experiment or self.run_key.pipeline
 
-    def step_uri(self, *parts: str) -> str:
-        """Where this step run's outputs go: ``<root>/runs/<run_id>/<step>/...``."""
-        return self.store.uri("runs", self.run_key.run_id, self.run_key.step, *parts)
-
     def step_dir(self) -> Path:
         """A local working directory for this step run's outputs (local roots only)."""
         return self.store.local_dir("runs", self.run_key.run_id, self.run_key.step)

@@ -82,9 +82,6 @@ class LineageRecord(BaseModel):
     packages: dict[str, str] = Field(default_factory=dict)
     code_revision: str | None = None
 
-    def output_fingerprints(self) -> set[str]:
-        return {link.fingerprint for link in self.outputs.values()}
-
 
 @functools.cache
 def package_versions() -> dict[str, str]:

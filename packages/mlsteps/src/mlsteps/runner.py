@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from mlsteps.context import MlflowSettings, RunContext, RunKey, new_run_id
 from mlsteps.errors import GateFailure, MlstepsError
@@ -246,8 +246,3 @@ class LocalRunner:
         return StepOutcome(
             step.id, step.step_cls.name, "succeeded", time.time() - started, result, record_id=ctx.record_id
         )
-
-
-def run_spec(spec: PipelineSpec, **kwargs: Any) -> RunSummary:
-    """Convenience: ``LocalRunner(spec, **kwargs).run()``."""
-    return LocalRunner(spec, **kwargs).run()
