@@ -29,8 +29,12 @@ env: uv ## Create the core environment (.venv): mlsteps with every backend, lint
 $(addprefix env-,$(ADAPTERS)): env-%: uv ## Create an adapter's own environment in .venvs/<adapter>.
 	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --locked --package mlsteps-$*
 
+.PHONY: env-scan
+env-scan: uv ## checkov in its own environment (.venvs/scan): it pins packages Airflow and the core outgrew.
+	UV_PROJECT_ENVIRONMENT=.venvs/scan $(UV) sync --locked --only-group scan
+
 .PHONY: envs
-envs: env $(addprefix env-,$(ADAPTERS)) ## All environments.
+envs: env env-scan $(addprefix env-,$(ADAPTERS)) ## All environments.
 
 .PHONY: demo
 demo: env ## Run the example pipeline end to end through the local runner (embedded SQLite MLflow).

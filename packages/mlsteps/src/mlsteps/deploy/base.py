@@ -1,0 +1,164 @@
+"""The contract between the ``deploy`` step and its serving targets.
+
+The step (``mlsteps.steps.deploy``) resolves which model version to serve,
+enforces the evaluation gate, and hands a :class:`DeployRequest` to a
+:class:`Target`. A target knows one platform (a local process, Kubernetes,
+KServe) and implements the strategies that platform supports. Every target
+keeps its history in a :class:`DeploymentState` file under the artifact root,
+so later deploys, rollbacks and ``mlsteps deploy status`` know what runs.
+
+Nothing heavy is imported here: targets import their clients inside methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from mlsteps.context import RunContext
+    from mlsteps.refs import DeploymentRef
+
+StrategyKind = Literal["replace", "canary", "shadow", "ab"]
+
+
+class StrategyConfig(BaseModel):
+    """How traffic moves to the new version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: StrategyKind = Field("replace", description="replace | canary | shadow | ab.")
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 50, 100],
+        description="canary: percent of traffic on the candidate at each step; the last must be 100.",
+    )
+    analysis: str | None = Field(
+        None,
+        description="canary: 'module:function' called between steps with an AnalysisContext; "
+        "a falsy return (or an exception) rolls back.",
+    )
+    pause_s: float = Field(0.0, ge=0, le=86_400, description="canary: seconds to wait before each analysis.")
+    weight: int = Field(50, ge=1, le=99, description="ab: percent of traffic on the candidate.")
+    mirror_percent: int = Field(100, ge=1, le=100, description="shadow: percent of traffic mirrored.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model version to serve, resolved from the registry by the step."""
+
+    name: str
+    version: str
+    #: ``models:/name/version``: what MLflow serving loads.
+    model_uri: str
+    #: Where the artifacts physically live (for KServe's ``storageUri``), when known.
+    storage_uri: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """One deployment (or rollback) to carry out on a target."""
+
+    deployment: str
+    model: ModelSpec
+    strategy: StrategyConfig
+    #: Who asked (orchestrator run key or the CLI user) and why: recorded in the state history.
+    actor: str
+    reason: str = ""
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class AnalysisContext:
+    """What a canary analysis hook is given between two traffic steps."""
+
+    deployment: str
+    candidate: ModelSpec
+    stable: ModelSpec | None
+    percent: int
+    endpoint: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class HistoryEntry(BaseModel):
+    """One deploy or rollback as it happened."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["deploy", "rollback", "auto_rollback", "stop"]
+    version: str | None
+    previous_version: str | None
+    status: Literal["healthy", "failed", "rolled_back", "stopped"]
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    actor: str = ""
+    reason: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentState(BaseModel):
+    """What a deployment serves now and how it got there (one JSON file per deployment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    deployment: str
+    target: str
+    model_name: str | None = None
+    #: The version receiving (stable) traffic.
+    live_version: str | None = None
+    #: Version -> percent of traffic (canary/ab) or mirrored (shadow, under ``shadow``).
+    traffic: dict[str, int] = Field(default_factory=dict)
+    shadow_version: str | None = None
+    endpoint: str | None = None
+    #: Target-specific bookkeeping (process ids, ports, revision numbers, manifests).
+    runtime: dict[str, Any] = Field(default_factory=dict)
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    def previous_version(self) -> str | None:
+        """The last healthy version before the live one: where a rollback goes."""
+        seen_live = False
+        for entry in reversed(self.history):
+            if entry.status != "healthy" or entry.version is None:
+                continue
+            if not seen_live and entry.version == self.live_version:
+                seen_live = True
+                continue
+            if seen_live and entry.version != self.live_version:
+                return entry.version
+        return None
+
+
+class Target(ABC):
+    """A serving platform. Implementations live in ``mlsteps.deploy.<name>``."""
+
+    name: ClassVar[str]
+    #: The strategies this target implements; the step refuses the others with a clear error.
+    strategies: ClassVar[frozenset[StrategyKind]]
+
+    @abstractmethod
+    def deploy(self, ctx: RunContext, request: DeployRequest) -> DeploymentRef:
+        """Serve ``request.model`` with ``request.strategy``; roll back automatically on failure.
+
+        Must be safe to retry with the same request: a retry finds what an earlier
+        attempt did (state file, labels on cluster objects) and finishes or reuses it.
+        """
+
+    @abstractmethod
+    def rollback(self, ctx: RunContext, deployment: str, *, to_version: str | None, actor: str, reason: str) -> DeploymentRef:
+        """Serve the previous healthy version (or ``to_version``) again."""
+
+    @abstractmethod
+    def status(self, ctx: RunContext, deployment: str) -> DeploymentState | None:
+        """The recorded state of ``deployment``, or ``None`` if it was never deployed."""
+
+    def render(self, request: DeployRequest) -> list[dict[str, Any]]:
+        """The manifests a deploy would apply (Kubernetes targets); none for process targets."""
+        return []
+
+    def stop(self, ctx: RunContext, deployment: str, *, actor: str, reason: str) -> DeploymentRef | None:
+        """Stop serving ``deployment`` (local servers); cluster targets may leave this unimplemented."""
+        raise NotImplementedError(f"target {self.name!r} cannot stop deployments")
