@@ -463,3 +463,165 @@ def test_materialize_into_redis(tmp_path: Path) -> None:
         added = set(client.keys("*")) - before
         if added:
             client.delete(*added)
+
+
+def inline_penguins(**overrides: Any) -> dict[str, Any]:
+    """The penguins example's repo declared inline, as a spec would."""
+    inline: dict[str, Any] = {
+        "project": "penguins_inline",
+        "entities": [{"name": "penguin", "join_keys": ["penguin_id"], "value_type": "INT64"}],
+        "sources": [{"name": "penguins_source", "path": "data/penguins.parquet"}],
+        "feature_views": [
+            {
+                "name": "penguin_measurements",
+                "entities": ["penguin"],
+                "source": "penguins_source",
+                "schema": {
+                    "bill_length_mm": "float64",
+                    "bill_depth_mm": "float64",
+                    "flipper_length_mm": "float64",
+                    "body_mass_g": "float64",
+                    "island": "string",
+                    "sex": "string",
+                },
+            }
+        ],
+        "feature_services": [
+            {"name": "penguin_features", "features": ["penguin_measurements"]},
+            {"name": "bills", "features": ["penguin_measurements:bill_length_mm"]},
+        ],
+    }
+    inline.update(overrides)
+    return inline
+
+
+def test_inline_repo_gives_the_same_training_set_as_the_example_repo(
+    tmp_path: Path, penguins_repo: Path
+) -> None:
+    source = describe_dataset(str(tmp_path / "data" / "penguins.parquet")).model_dump(mode="json")
+    common = {"entity_columns": ["penguin_id"], "label_columns": ["species"], "materialize": True}
+    from_repo = run(
+        tmp_path, {"repo_path": "feature_repo", "feature_service": "penguin_features", **common}, source
+    )
+    inline = run(
+        tmp_path,
+        {"inline": inline_penguins(), "feature_service": "penguin_features", **common},
+        source,
+        run_id="r2",
+    )
+
+    a, b = from_repo.outputs["dataset"], inline.outputs["dataset"]
+    assert isinstance(a, DatasetRef) and isinstance(b, DatasetRef)
+    assert a.content_hash == b.content_hash  # byte-identical training sets
+    assert b.metadata["feast_project"] == "penguins_inline"
+    repo = tmp_path / "art" / "feast" / "penguins_inline"
+    assert (repo / "registry.db").is_file()
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo))
+    assert [v.name for v in store.list_feature_views()] == ["penguin_measurements"]
+    online = store.get_online_features(
+        features=["penguin_measurements:island"], entity_rows=[{"penguin_id": 1}]
+    ).to_dict()
+    assert online["island"] == ["Torgersen"]
+
+    bills = run(
+        tmp_path, {"inline": inline_penguins(), "feature_service": "bills", **common}, source, run_id="r3"
+    )
+    ref = bills.outputs["dataset"]
+    assert isinstance(ref, DatasetRef)
+    assert ref.metadata["features"] == ["penguin_measurements:bill_length_mm"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"sources": [{"name": "other", "path": "x.parquet"}]},
+            "feature_views.0.source: unknown source 'penguins_source'",
+        ),
+        (
+            {"entities": [{"name": "bird", "join_keys": ["penguin_id"]}]},
+            r"feature_views.0.entities: unknown entity \['penguin'\]",
+        ),
+        (
+            {"feature_services": [{"name": "s", "features": ["penguin_measurements:beak"]}]},
+            "has no feature 'beak'",
+        ),
+        ({"project": "bad-name"}, "inline.project"),
+    ],
+)
+def test_inline_repo_wiring_errors_name_the_field(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        FeaturiseStep.parse_config(
+            {"inline": inline_penguins(**change), "features": ["a:b"], "entity_columns": ["penguin_id"]}
+        )
+    assert "featurise.config.inline" in str(info.value)
+
+
+def test_inline_feature_type_must_be_known() -> None:
+    views = inline_penguins()["feature_views"]
+    views[0]["schema"]["island"] = "varchar"
+    with pytest.raises(ConfigError, match=r"inline\.feature_views\.0\.schema.*unknown feature type"):
+        FeaturiseStep.parse_config(
+            {"inline": inline_penguins(feature_views=views), "features": ["a:b"], "entity_columns": ["id"]}
+        )
+
+
+@pytest.mark.parametrize(
+    ("config", "path"),
+    [
+        ({"repo_path": "repo", "inline": inline_penguins()}, "featurise.config.repo_path"),
+        ({}, "featurise.config.repo_path"),
+        ({"inline": inline_penguins(), "apply": False}, "featurise.config.apply"),
+        ({"inline": inline_penguins(), "online_store": {"type": "redis"}}, "featurise.config.online_store"),
+    ],
+)
+def test_repo_path_and_inline_are_exclusive(config: dict[str, Any], path: str) -> None:
+    with pytest.raises(ConfigError, match=path):
+        FeaturiseStep.parse_config({"features": ["a:b"], "entity_columns": ["id"], **config})
+
+
+def test_feature_service_with_on_demand_view_and_alias(tmp_path: Path) -> None:
+    """Services Feast must answer in one request: an on-demand view, and an aliased projection."""
+    repo = make_repo(tmp_path)
+    with (repo / "features.py").open("a") as fh:
+        fh.write(
+            textwrap.dedent(
+                """
+                import pandas as pd
+                from feast.on_demand_feature_view import on_demand_feature_view
+
+                @on_demand_feature_view(
+                    sources=[values], schema=[Field(name="doubled", dtype=Float64)], mode="pandas"
+                )
+                def doubled(inputs: pd.DataFrame) -> pd.DataFrame:
+                    return pd.DataFrame({"doubled": inputs["value"] * 2})
+
+                with_odfv = FeatureService(name="with_odfv", features=[values, doubled])
+                aliased = FeatureService(name="aliased", features=[values.with_name("renamed")])
+                """
+            )
+        )
+    dataset = entity_dataset(
+        tmp_path / "entities.parquet",
+        [
+            {"entity_id": 1, "event_timestamp": NOW - timedelta(hours=3), "label": "a"},
+            {"entity_id": 2, "event_timestamp": NOW - timedelta(hours=2), "label": "b"},
+        ],
+    )
+
+    odfv = run(tmp_path, tiny_config(features=None, feature_service="with_odfv"), dataset)
+    training = pd.read_parquet(odfv.outputs["dataset"].uri)
+    assert list(training.columns) == ["entity_id", "event_timestamp", "label", "value", "doubled"]
+    assert training["value"].tolist() == [10.0, 7.0]  # the now-1h value of entity 1 must not leak
+    assert training["doubled"].tolist() == [20.0, 14.0]
+    assert odfv.outputs["dataset"].metadata["features"] == ["values:value", "doubled:doubled"]
+
+    aliased = run(tmp_path, tiny_config(features=None, feature_service="aliased"), dataset, run_id="r2")
+    training = pd.read_parquet(aliased.outputs["dataset"].uri)
+    assert training["value"].tolist() == [10.0, 7.0]
+    # Lineage names the feature view the values come from, not the projection's alias.
+    assert aliased.outputs["dataset"].metadata["features"] == ["values:value"]

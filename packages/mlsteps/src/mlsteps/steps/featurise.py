@@ -27,6 +27,7 @@ from mlsteps.errors import BackendError, ConfigError, DataError, MlstepsError, P
 from mlsteps.hashing import hash_value
 from mlsteps.refs import DatasetRef, RefKind
 from mlsteps.step import InputSpec, Step, StepConfig, StepResult
+from mlsteps.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,11 +49,151 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _REPO_IMPORT_LOCK = threading.Lock()
 
 
+#: Feast value types an inline ``schema`` may name (lower case), mapped to ``feast.types`` names.
+INLINE_DTYPES: dict[str, str] = {
+    "float32": "Float32",
+    "float64": "Float64",
+    "int32": "Int32",
+    "int64": "Int64",
+    "string": "String",
+    "bool": "Bool",
+    "bytes": "Bytes",
+    "timestamp": "UnixTimestamp",
+}
+#: Entity join-key types (``feast.ValueType`` members).
+INLINE_KEY_TYPES = ("INT64", "INT32", "STRING", "BYTES")
+_INLINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class InlineModel(StepConfig):
+    """Base of the inline Feast declarations: names are Feast-safe identifiers."""
+
+    name: str = Field(description="Object name: a letter or '_' then letters, digits, '_'.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _INLINE_NAME.fullmatch(value):
+            raise ValueError("expected a letter or '_' followed by letters, digits and '_' (at most 128)")
+        return value
+
+
+class InlineEntity(InlineModel):
+    """A Feast ``Entity``."""
+
+    join_keys: list[str] = Field(min_length=1, description="Join-key columns.")
+    value_type: Literal["INT64", "INT32", "STRING", "BYTES"] = Field(
+        "INT64", description="Type of the join key(s)."
+    )
+    description: str = ""
+
+
+class InlineSource(InlineModel):
+    """A Feast ``FileSource`` (parquet); a relative path is taken from the spec's directory."""
+
+    path: str = Field(description="Parquet file with the feature values.")
+    timestamp_field: str = Field(FEAST_TIMESTAMP, description="Column with each value's event time.")
+    created_timestamp_column: str = ""
+
+
+class InlineFeatureView(InlineModel):
+    """A Feast ``FeatureView`` over one source."""
+
+    entities: list[str] = Field(min_length=1, description="Names of entities declared under `entities`.")
+    source: str = Field(description="Name of a source declared under `sources`.")
+    schema_: dict[str, str] = Field(
+        alias="schema",
+        min_length=1,
+        description=f"Feature name -> type, one of {sorted(INLINE_DTYPES)}.",
+    )
+    ttl_s: int = Field(0, ge=0, description="How long a value stays valid, in seconds (0: forever).")
+    online: bool = True
+    description: str = ""
+
+    @field_validator("schema_")
+    @classmethod
+    def _dtypes(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = {k: v for k, v in value.items() if v.lower() not in INLINE_DTYPES}
+        if bad:
+            raise ValueError(f"unknown feature type(s) {bad}; expected one of {sorted(INLINE_DTYPES)}")
+        return {k: v.lower() for k, v in value.items()}
+
+
+class InlineFeatureService(InlineModel):
+    """A Feast ``FeatureService``: whole feature views, or some of their features."""
+
+    features: list[str] = Field(
+        min_length=1, description="Feature view names, or 'view:feature' for single features."
+    )
+    description: str = ""
+
+
+class InlineRepo(StepConfig):
+    """A Feast repo declared in the pipeline spec instead of a directory of Python files."""
+
+    project: str = Field(description="Feast project name.")
+    entities: list[InlineEntity] = Field(min_length=1)
+    sources: list[InlineSource] = Field(min_length=1)
+    feature_views: list[InlineFeatureView] = Field(min_length=1)
+    feature_services: list[InlineFeatureService] = Field(default_factory=list)
+    online_store: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "sqlite"},
+        description="Online store section; SQLite under the artifact root by default.",
+    )
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not _INLINE_NAME.fullmatch(value):
+            raise ValueError("expected a letter or '_' followed by letters, digits and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _wiring(self) -> InlineRepo:
+        problems: list[str] = []
+        for kind in ("entities", "sources", "feature_views", "feature_services"):
+            names = [obj.name for obj in getattr(self, kind)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                problems.append(f"{kind}: duplicate name(s) {dupes}")
+        entities = {e.name for e in self.entities}
+        sources = {s.name for s in self.sources}
+        views = {v.name: v for v in self.feature_views}
+        for i, view in enumerate(self.feature_views):
+            unknown = sorted(set(view.entities) - entities)
+            if unknown:
+                problems.append(
+                    f"feature_views.{i}.entities: unknown entity {unknown}; declared: {sorted(entities)}"
+                )
+            if view.source not in sources:
+                problems.append(
+                    f"feature_views.{i}.source: unknown source {view.source!r}; declared: {sorted(sources)}"
+                )
+        for i, service in enumerate(self.feature_services):
+            for ref in service.features:
+                view_name, _, feature = ref.partition(":")
+                known = views.get(view_name)
+                if known is None:
+                    problems.append(f"feature_services.{i}.features: unknown feature view {view_name!r}")
+                elif feature and feature not in known.schema_:
+                    problems.append(
+                        f"feature_services.{i}.features: view {view_name!r} has no feature {feature!r}"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class FeaturiseConfig(StepConfig):
     """Configuration of the ``featurise`` step."""
 
-    repo_path: str = Field(
-        description="Feast feature repo (the directory holding feature_store.yaml), relative to the spec."
+    repo_path: str | None = Field(
+        None,
+        description="Feast feature repo (the directory holding feature_store.yaml), relative to the spec. "
+        "Exactly one of this and `inline`.",
+    )
+    inline: InlineRepo | None = Field(
+        None, description="Entities, sources, feature views and services declared in the spec itself."
     )
     feature_service: str | None = Field(
         None, description="Name of the FeatureService to retrieve. Exactly one of this and `features`."
@@ -112,6 +253,26 @@ class FeaturiseConfig(StepConfig):
     @model_validator(mode="after")
     def _check(self) -> FeaturiseConfig:
         problems: list[Problem] = []
+        if (self.repo_path is None) == (self.inline is None):
+            problems.append(
+                Problem(None, "featurise.config.repo_path", "set exactly one of `repo_path` and `inline`")
+            )
+        if self.inline is not None and not self.apply:
+            problems.append(
+                Problem(
+                    None,
+                    "featurise.config.apply",
+                    "an inline repo exists only in the spec: it must be applied (apply: true)",
+                )
+            )
+        if self.inline is not None and self.online_store is not None:
+            problems.append(
+                Problem(
+                    None,
+                    "featurise.config.online_store",
+                    "with `inline`, set the online store as `inline.online_store`",
+                )
+            )
         if (self.feature_service is None) == (self.features is None):
             problems.append(
                 Problem(
@@ -163,14 +324,19 @@ class FeaturiseStep(Step[FeaturiseConfig]):
     def run(self, ctx: RunContext, config: FeaturiseConfig, inputs: dict[str, BaseRef]) -> StepResult:
         source = inputs["dataset"]
         assert isinstance(source, DatasetRef)
-        repo = _repo_dir(ctx, config)
+        repo = _inline_repo_dir(ctx, config.inline) if config.inline else _repo_dir(ctx, config)
         entity_df = _entity_df(read_dataframe(source), source.uri, config)
 
         require("feast")
         store = _feature_store(repo, config)
         project = store.project
         if config.apply:
-            _apply_repo(store, repo, ctx)
+            contents = (
+                _inline_contents(ctx, config.inline)
+                if config.inline
+                else _load_repo_contents(repo, store.project)
+            )
+            _apply_repo(store, repo, contents, ctx)
         with _feast_errors("looking up the feature service"):
             request: Any = (
                 store.get_feature_service(config.feature_service)
@@ -242,6 +408,7 @@ def _repo_problem(message: str) -> ConfigError:
 
 def _repo_dir(ctx: RunContext, config: FeaturiseConfig) -> Path:
     """The absolute repo directory; a clear error when it or its feature_store.yaml is missing."""
+    assert config.repo_path is not None
     repo = Path(ctx.resolve_path(config.repo_path))
     if not repo.is_dir():
         raise _repo_problem(f"{repo} is not a directory (expected a Feast feature repo)")
@@ -442,7 +609,96 @@ def _load_repo_contents(repo: Path, project: str) -> Any:
     return RepoContents(**found)
 
 
-def _apply_repo(store: Any, repo: Path, ctx: RunContext) -> None:
+def _inline_repo_dir(ctx: RunContext, inline: InlineRepo) -> Path:
+    """A generated repo directory under the artifact root holding the inline repo's feature_store.yaml.
+
+    Feast needs a repo directory for its config; the registry and a default SQLite online
+    store live there too, so each inline project keeps its own state between runs.
+    """
+    yaml = require("yaml")
+    repo = ctx.store.local_dir("feast", inline.project)
+    online = dict(inline.online_store)
+    if online.get("type") == "sqlite" and "path" not in online:
+        online["path"] = "online_store.db"
+    body = {
+        "project": inline.project,
+        "provider": "local",
+        "registry": "registry.db",
+        "online_store": online,
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+    text = "# Generated by mlsteps from the spec's featurise.config.inline; edits are overwritten.\n"
+    text += yaml.safe_dump(body, sort_keys=False)
+    target = repo / FEATURE_STORE_YAML
+    if not target.is_file() or target.read_text() != text:
+        atomic_write_bytes(target, text.encode())
+    return repo
+
+
+def _inline_contents(ctx: RunContext, inline: InlineRepo) -> Any:
+    """The Feast objects an inline repo declares, as ``feast apply`` would collect them."""
+    from datetime import timedelta
+
+    import feast.types as ftypes
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, ValueType
+    from feast.feature_view import DUMMY_ENTITY
+    from feast.repo_contents import RepoContents
+
+    entities = {
+        e.name: Entity(
+            name=e.name,
+            join_keys=list(e.join_keys),
+            value_type=getattr(ValueType, e.value_type),
+            description=e.description,
+        )
+        for e in inline.entities
+    }
+    sources = {
+        s.name: FileSource(
+            name=s.name,
+            path=ctx.resolve_path(s.path),
+            timestamp_field=s.timestamp_field,
+            created_timestamp_column=s.created_timestamp_column,
+        )
+        for s in inline.sources
+    }
+    views = {
+        v.name: FeatureView(
+            name=v.name,
+            entities=[entities[name] for name in v.entities],
+            ttl=timedelta(seconds=v.ttl_s),
+            schema=[Field(name=f, dtype=getattr(ftypes, INLINE_DTYPES[t])) for f, t in v.schema_.items()],
+            source=sources[v.source],
+            online=v.online,
+            description=v.description,
+        )
+        for v in inline.feature_views
+    }
+    services = []
+    for s in inline.feature_services:
+        picked: dict[str, list[str]] = {}
+        for ref in s.features:
+            view_name, _, feature = ref.partition(":")
+            chosen = picked.setdefault(view_name, [])
+            if feature:
+                chosen.append(feature)
+        features = [views[n][chosen] if chosen else views[n] for n, chosen in picked.items()]
+        services.append(FeatureService(name=s.name, features=features, description=s.description))
+    return RepoContents(
+        projects=[Project(name=inline.project, description="")],
+        data_sources=list(sources.values()),
+        feature_views=list(views.values()),
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        entities=[*entities.values(), DUMMY_ENTITY],
+        feature_services=services,
+        permissions=[],
+    )
+
+
+def _apply_repo(store: Any, repo: Path, contents: Any, ctx: RunContext) -> None:
     """Register the repo's definitions and update infrastructure, like ``feast apply``.
 
     Uses ``feast.repo_operations.apply_total_with_repo_instance`` (what the CLI's
@@ -451,7 +707,6 @@ def _apply_repo(store: Any, repo: Path, ctx: RunContext) -> None:
     """
     from feast.repo_operations import apply_total_with_repo_instance
 
-    contents = _load_repo_contents(repo, store.project)
     with _feast_errors(f"applying {repo}"), _log_stdout(ctx, "apply"):
         apply_total_with_repo_instance(
             store, store.project, store.registry, contents, skip_source_validation=False
