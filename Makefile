@@ -27,7 +27,7 @@ env: uv ## Create the core environment (.venv): mlsteps with every backend, lint
 
 .PHONY: $(addprefix env-,$(ADAPTERS))
 $(addprefix env-,$(ADAPTERS)): env-%: uv ## Create an adapter's own environment in .venvs/<adapter>.
-	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --locked --package mlsteps-$*
+	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --locked --package mlsteps-$* --all-extras
 
 .PHONY: env-scan
 env-scan: uv ## checkov in its own environment (.venvs/scan): it pins packages Airflow and the core outgrew.

@@ -40,6 +40,49 @@ def xcoms(dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
         session.close()
 
 
+def asset_events(uri: str) -> list[dict[str, Any]]:
+    """The events recorded on the asset with ``uri``, oldest first."""
+    from airflow import settings
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
+    assert settings.Session is not None, "Airflow ORM is not configured"
+    with settings.Session() as session:
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == uri)
+            .order_by(AssetEvent.id)
+        ).all()
+        return [
+            {"source_dag_id": e.source_dag_id, "source_task_id": e.source_task_id, "extra": dict(e.extra)}
+            for e in rows
+        ]
+
+
+def unpause(dag_id: str) -> None:
+    """Unpause a DAG (new DAGs start paused, and paused DAGs are not queued by asset events)."""
+    from airflow import settings
+    from airflow.models.dag import DagModel
+    from sqlalchemy import update
+
+    assert settings.Session is not None, "Airflow ORM is not configured"
+    with settings.Session() as session:
+        session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(is_paused=False))
+        session.commit()
+
+
+def queued_asset_runs() -> list[str]:
+    """DAG ids with a run queued by an asset event (what the scheduler turns into DAG runs)."""
+    from airflow import settings
+    from airflow.models.asset import AssetDagRunQueue
+    from sqlalchemy import select
+
+    assert settings.Session is not None, "Airflow ORM is not configured"
+    with settings.Session() as session:
+        return sorted(set(session.scalars(select(AssetDagRunQueue.target_dag_id)).all()))
+
+
 def lineage_records(artifact_root: Path, run_id: str) -> list[Any]:
     """The lineage records of one run under an artifact root, oldest first."""
     from mlsteps.lineage import LineageRecorder

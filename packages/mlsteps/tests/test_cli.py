@@ -109,6 +109,27 @@ def test_step_command_runs_one_step_from_json(tmp_path: Path, toy_plugin_env: di
     assert rec["run_key"]["orchestrator"] == "airflow" and rec["run_key"]["attempt"] == 2
 
 
+def test_step_command_takes_a_step_from_a_spec(tmp_path: Path, toy_plugin_env: dict[str, str]) -> None:
+    """What a pod runs: the spec's config and artifact root, refs from the orchestrator."""
+    spec = write_spec(tmp_path, TOY_SPEC)
+    common = ["--spec", str(spec), "--run-id", "k8s-1", "--pipeline", "toy", "--orchestrator", "airflow"]
+    first = cli(toy_plugin_env, "step", "source", *common)
+    assert first.returncode == 0, first.stderr
+    dataset = json.loads(first.stdout)["outputs"]["dataset"]
+    assert dataset["rows"] == 10  # count from the spec's config
+    second = cli(toy_plugin_env, "step", "total", *common, "--input", f"dataset={json.dumps(dataset)}")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["metrics"]["sum"] == 45.0
+    # The spec's artifact root (relative to the spec), not the working directory's .mlsteps.
+    records = sorted((tmp_path / "art" / "lineage" / "k8s-1").glob("*.json"))
+    assert len(records) == 2
+    override = cli(toy_plugin_env, "step", "source", *common, "--config", '{"count": 3}')
+    assert json.loads(override.stdout)["outputs"]["dataset"]["rows"] == 3
+    missing = cli(toy_plugin_env, "step", "nope", "--spec", str(spec))
+    assert missing.returncode == 2
+    assert "spec has no step 'nope'" in missing.stderr
+
+
 def test_step_command_gate_failure_exits_1_with_report(
     tmp_path: Path, toy_plugin_env: dict[str, str]
 ) -> None:

@@ -19,6 +19,7 @@ from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlsteps_airflow.assets import model_asset
     from mlsteps_airflow.dag import build_dag
     from mlsteps_airflow.hooks.mlflow import MlflowHook
     from mlsteps_airflow.operators.mlsteps import (
@@ -37,6 +38,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 _LAZY = {
     "build_dag": "mlsteps_airflow.dag",
+    "model_asset": "mlsteps_airflow.assets",
     "MlflowHook": "mlsteps_airflow.hooks.mlflow",
     "MlstepsOperator": "mlsteps_airflow.operators.mlsteps",
     "ValidateOperator": "mlsteps_airflow.operators.mlsteps",
@@ -56,6 +58,7 @@ __all__ = [
     "ValidateOperator",
     "__version__",
     "build_dag",
+    "model_asset",
 ]
 
 

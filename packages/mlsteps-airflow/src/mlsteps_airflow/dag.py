@@ -8,15 +8,21 @@ creates operators; the steps' work happens in the tasks.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import DAG, XComArg
 
 from mlsteps.spec import load_spec
+from mlsteps_airflow.assets import model_asset
 from mlsteps_airflow.operators.mlsteps import OPERATOR_FOR_STEP, MlstepsOperator
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow.sdk import BaseOperator
+
     from mlsteps.spec import PipelineSpec
+    from mlsteps_airflow.kubernetes import PodSettings
 
 
 def build_dag(
@@ -25,6 +31,8 @@ def build_dag(
     *,
     artifact_root: str | None = None,
     mlflow_conn_id: str | None = None,
+    execution: Literal["local", "kubernetes"] = "local",
+    pod: PodSettings | Mapping[str, Any] | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """Turn ``pipeline.yaml`` into a DAG with one task per step.
@@ -36,6 +44,9 @@ def build_dag(
       dependency;
     * a step's ``retries`` in the spec becomes the task's ``retries`` (when the
       spec sets it; otherwise the DAG's ``default_args`` apply);
+    * a ``register`` task's outlet is its model's asset
+      (:func:`~mlsteps_airflow.assets.model_asset`), so other DAGs can be
+      scheduled on new model versions;
     * artifact root (relative to the spec file), MLflow defaults, resources and
       config are read from the spec when the task runs, as ``mlsteps run`` does.
 
@@ -44,7 +55,13 @@ def build_dag(
         dag_id: The DAG id; defaults to the spec's ``name``.
         artifact_root: Overrides the spec's ``defaults.artifact_root``.
         mlflow_conn_id: An ``mlflow`` connection whose tracking URI and token
-            override the spec's MLflow defaults in every task.
+            override the spec's MLflow defaults in every task (``local`` execution).
+        execution: ``local`` runs each step inside the Airflow worker;
+            ``kubernetes`` runs each step in its own pod with
+            ``KubernetesPodOperator`` (needs ``mlsteps-airflow[kubernetes]``).
+        pod: With ``execution="kubernetes"``: a
+            :class:`~mlsteps_airflow.kubernetes.PodSettings` (or its fields as a
+            dict): image, spec path in the image, namespace, secrets...
         **dag_kwargs: Passed to ``airflow.sdk.DAG`` (``schedule`` defaults to
             ``None``, ``description`` to the spec's, ``tags`` to ``["mlsteps"]``).
 
@@ -60,9 +77,18 @@ def build_dag(
     if spec.model.description:
         dag_kwargs.setdefault("description", spec.model.description)
     dag_kwargs.setdefault("tags", ["mlsteps"])
+    settings = None
+    if execution == "kubernetes":
+        from mlsteps_airflow.kubernetes import PodSettings
+
+        if pod is None:
+            raise ValueError("execution='kubernetes' needs pod settings (at least the image)")
+        settings = pod if isinstance(pod, PodSettings) else PodSettings.model_validate(dict(pod))
+    elif execution != "local":
+        raise ValueError(f"execution must be 'local' or 'kubernetes', got {execution!r}")
     dag = DAG(dag_id or spec.name, **dag_kwargs)
     with dag:
-        add_spec_tasks(spec, artifact_root=artifact_root, mlflow_conn_id=mlflow_conn_id)
+        add_spec_tasks(spec, artifact_root=artifact_root, mlflow_conn_id=mlflow_conn_id, pod=settings)
     return dag
 
 
@@ -71,9 +97,13 @@ def add_spec_tasks(
     *,
     artifact_root: str | None = None,
     mlflow_conn_id: str | None = None,
-) -> dict[str, MlstepsOperator]:
-    """Create one operator per spec step in the current DAG context; return them by step id."""
-    tasks: dict[str, MlstepsOperator] = {}
+    pod: PodSettings | None = None,
+) -> dict[str, BaseOperator]:
+    """Create one operator per spec step in the current DAG context; return them by step id.
+
+    With ``pod`` settings each step becomes a pod (see :mod:`mlsteps_airflow.kubernetes`).
+    """
+    tasks: dict[str, BaseOperator] = {}
     for step_id in spec.order:
         resolved = spec.steps[step_id]
         operator_cls = OPERATOR_FOR_STEP.get(resolved.step_cls.name, MlstepsOperator)
@@ -82,6 +112,17 @@ def add_spec_tasks(
             extra["step"] = resolved.step_cls.name
         if "retries" in resolved.spec.model_fields_set:
             extra["retries"] = resolved.spec.retries
+        model_name = getattr(resolved.config, "name", None) if resolved.step_cls.name == "register" else None
+        if isinstance(model_name, str):
+            extra["outlets"] = [model_asset(model_name)]
+        if pod is not None:
+            from mlsteps_airflow.kubernetes import pod_operator
+
+            extra.pop("step", None)
+            tasks[step_id] = pod_operator(spec, step_id, pod, dag_id=_current_dag_id(), **extra)
+            for upstream in resolved.upstream:
+                tasks[upstream] >> tasks[step_id]
+            continue
         tasks[step_id] = operator_cls(
             task_id=step_id,
             spec_path=str(spec.path),
@@ -92,3 +133,12 @@ def add_spec_tasks(
             **extra,
         )
     return tasks
+
+
+def _current_dag_id() -> str:
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    dag = DagContext.get_current()
+    if dag is None:
+        raise RuntimeError("add_spec_tasks must be called inside a DAG context")
+    return dag.dag_id

@@ -204,9 +204,15 @@ def _print_summary(console: Console, summary: RunSummary) -> None:
 
 @main.command()
 @click.argument("step_name")
-@click.option("--config", "config_arg", default="{}", help="Step config as JSON, or @file (.json/.yaml).")
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(path_type=Path),
+    help="Take STEP_NAME as a step id of this spec: its type, config, artifact root and MLflow defaults.",
+)
+@click.option("--config", "config_arg", default=None, help="Step config as JSON, or @file (.json/.yaml).")
 @click.option("--input", "input_args", multiple=True, help="NAME=REF_JSON or NAME=@file; repeatable.")
-@click.option("--artifact-root", default=".mlsteps", show_default=True)
+@click.option("--artifact-root", default=None, help="Artifact root [default: the spec's, else .mlsteps].")
 @click.option("--run-id", help="The orchestrator's run id (default: new).")
 @click.option("--step-id", help="The step's id in the pipeline (default: STEP_NAME).")
 @click.option("--pipeline", default="pipeline", show_default=True)
@@ -216,9 +222,10 @@ def _print_summary(console: Console, summary: RunSummary) -> None:
 @click.option("--output", type=click.Path(path_type=Path), help="Also write the result JSON here.")
 def step(
     step_name: str,
-    config_arg: str,
+    spec_path: Path | None,
+    config_arg: str | None,
     input_args: tuple[str, ...],
-    artifact_root: str,
+    artifact_root: str | None,
     run_id: str | None,
     step_id: str | None,
     pipeline: str,
@@ -227,31 +234,54 @@ def step(
     tracking_uri: str | None,
     output: Path | None,
 ) -> None:
-    """Run one step from JSON config and input refs; print its result as JSON."""
+    """Run one step from JSON config and input refs; print its result as JSON.
+
+    This is what a pod runs when an orchestrator pushes a step into Kubernetes:
+    with ``--spec``, the step is taken from the spec baked into the image, so the
+    pod runs exactly what ``mlsteps run`` would, with the refs given by ``--input``.
+    """
     from mlsteps.context import MlflowSettings, RunKey, build_context, new_run_id
     from mlsteps.registry import get_step
     from mlsteps.step import execute_step
 
     try:
-        cls = get_step(step_name)
-        config = _json_arg(config_arg, "--config")
         inputs: dict[str, Any] = {}
         for item in input_args:
             name, eq, value = item.partition("=")
             if not eq:
                 raise ConfigError(f"--input: expected NAME=REF_JSON, got {item!r}")
             inputs[name] = _json_arg(value, f"--input {name}")
-        ctx = build_context(
-            RunKey(
-                orchestrator=orchestrator,
-                pipeline=pipeline,
-                run_id=run_id or new_run_id(),
-                step=step_id or step_name,
-                attempt=attempt,
-            ),
-            artifact_root=artifact_root,
-            mlflow=MlflowSettings(tracking_uri=tracking_uri),
+        explicit = _json_arg(config_arg, "--config") if config_arg is not None else None
+        run_key = RunKey(
+            orchestrator=orchestrator,
+            pipeline=pipeline,
+            run_id=run_id or new_run_id(),
+            step=step_id or step_name,
+            attempt=attempt,
         )
+        mlflow = MlflowSettings(tracking_uri=tracking_uri)
+        if spec_path is not None:
+            from mlsteps.spec import load_spec
+
+            spec = load_spec(spec_path)
+            resolved = spec.steps.get(step_name)
+            if resolved is None:
+                raise ConfigError(
+                    f"spec has no step {step_name!r}; expected one of {sorted(spec.steps)}",
+                    file=str(spec.path),
+                )
+            cls = resolved.step_cls
+            config: Any = explicit if explicit is not None else resolved.config
+            ctx = spec.context(
+                step_name,
+                run_key,
+                artifact_root=artifact_root,
+                mlflow=spec.model.defaults.mlflow.merged(mlflow),
+            )
+        else:
+            cls = get_step(step_name)
+            config = explicit if explicit is not None else {}
+            ctx = build_context(run_key, artifact_root=artifact_root or ".mlsteps", mlflow=mlflow)
         result = execute_step(cls, ctx, config, inputs)
         payload = {"status": "succeeded", **result.to_dict()}
     except GateFailure as exc:
@@ -507,6 +537,11 @@ def _run_tree(run_id: str, records: list[LineageRecord]) -> Any:
         if rec.error:
             branch.add(f"[red]{rec.error}[/]")
     return tree
+
+
+from mlsteps.cli_monitor import monitor as _monitor_command  # noqa: E402 - attached after `main` exists
+
+main.add_command(_monitor_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,6 +142,11 @@ class MlstepsOperator(BaseOperator):
         payload = result.to_dict()
         for name, ref in payload["outputs"].items():
             ti.xcom_push(key=name, value=ref)
+        if self.outlets:
+            from mlsteps_airflow.assets import asset_events
+
+            for asset, extra in asset_events(self.outlets, result.outputs).items():
+                context["outlet_events"][asset].extra = {**extra, "run_key": str(run_key)}
         if result.metrics:
             self.log.info("metrics: %s", result.metrics)
         return payload
@@ -239,9 +244,23 @@ class EvaluateOperator(_FixedStepOperator):
 
 
 class RegisterOperator(_FixedStepOperator):
-    """Run the built-in ``register`` step; see :class:`MlstepsOperator`."""
+    """Run the built-in ``register`` step; see :class:`MlstepsOperator`.
+
+    Unless ``outlets`` is given, the task's outlet is the registered model's
+    asset (:func:`mlsteps_airflow.assets.model_asset` of ``config["name"]``), so
+    every successful registration emits an asset event that DAGs can be
+    scheduled on; the event's ``extra`` holds the version, aliases and run key.
+    """
 
     step_type = "register"
+
+    def __init__(self, **kwargs: Any) -> None:
+        name = (kwargs.get("config") or {}).get("name")
+        if "outlets" not in kwargs and isinstance(name, str) and "{{" not in name:
+            from mlsteps_airflow.assets import model_asset
+
+            kwargs["outlets"] = [model_asset(name)]
+        super().__init__(**kwargs)
 
 
 #: Operator class per built-in step type; other step types use :class:`MlstepsOperator`.
