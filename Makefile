@@ -60,6 +60,7 @@ test-core: envs ## Core package tests and cross-package tests (unit + integratio
 
 .PHONY: $(addprefix test-,$(ADAPTERS))
 $(addprefix test-,$(ADAPTERS)): test-%: env-% ## An adapter's tests in its own environment.
+	bash scripts/ensure-services.sh >/dev/null
 	.venvs/$*/bin/pytest packages/mlsteps-$*/tests $(PYTEST_ARGS)
 
 .PHONY: test
