@@ -47,7 +47,9 @@ def database() -> Iterator[str]:
     try:
         admin = psycopg2.connect(dbname="postgres", **PG)
     except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable on 127.0.0.1:5432 (scripts/ensure-services.sh starts it): {exc}")
+        pytest.fail(
+            f"PostgreSQL is not reachable on 127.0.0.1:5432 (scripts/ensure-services.sh starts it): {exc}"
+        )
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')

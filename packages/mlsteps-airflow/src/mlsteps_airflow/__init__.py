@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         TrainOperator,
         ValidateOperator,
     )
+    from mlsteps_airflow.sensors.model import ModelAliasSensor
 
 try:
     __version__ = _metadata.version("mlsteps-airflow")
@@ -41,6 +42,7 @@ _LAZY = {
     "model_asset": "mlsteps_airflow.assets",
     "MlflowHook": "mlsteps_airflow.hooks.mlflow",
     "MlstepsOperator": "mlsteps_airflow.operators.mlsteps",
+    "ModelAliasSensor": "mlsteps_airflow.sensors.model",
     "ValidateOperator": "mlsteps_airflow.operators.mlsteps",
     "FeaturiseOperator": "mlsteps_airflow.operators.mlsteps",
     "TrainOperator": "mlsteps_airflow.operators.mlsteps",
@@ -53,6 +55,7 @@ __all__ = [
     "FeaturiseOperator",
     "MlflowHook",
     "MlstepsOperator",
+    "ModelAliasSensor",
     "RegisterOperator",
     "TrainOperator",
     "ValidateOperator",

@@ -25,6 +25,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": INTEGRATION, "python-modules": ["mlsteps_airflow.operators.mlsteps"]}
         ],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["mlsteps_airflow.sensors.model"]}],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": ["mlsteps_airflow.hooks.mlflow"]}],
         "connection-types": [
             {"hook-class-name": "mlsteps_airflow.hooks.mlflow.MlflowHook", "connection-type": "mlflow"}

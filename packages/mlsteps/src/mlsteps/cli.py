@@ -405,7 +405,10 @@ def reproduce(model_uri: str, spec_path: Path | None, root: str | None, tracking
     from mlsteps.reproduce import reproduce as run_reproduce
 
     try:
-        name, version, alias = _parse_model_uri(model_uri)
+        from mlsteps.backends.mlflow import parse_model_uri
+
+        parsed = parse_model_uri(model_uri, field="MODEL_URI")
+        name, version, alias = parsed.name, parsed.version or "", parsed.alias
         base_dir = Path.cwd()
         mlflow = MlflowSettings()
         if spec_path is not None:
@@ -465,33 +468,14 @@ def suggest_expectations(data: str, max_set_size: int) -> None:
     click.echo(yaml.safe_dump({"expectations": suggestions}, sort_keys=False, allow_unicode=True), nl=False)
 
 
-def _parse_model_uri(uri: str) -> tuple[str, str, str | None]:
-    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version, alias)."""
-    body = uri.removeprefix("models:/")
-    if body == uri or not body:
-        raise ConfigError(f"expected models:/NAME@ALIAS or models:/NAME/VERSION, got {uri!r}")
-    if "@" in body:
-        name, _, alias = body.partition("@")
-        if name and alias:
-            return name, "", alias
-    name, _, version = body.partition("/")
-    if name and version.isdigit():
-        return name, version, None
-    raise ConfigError(f"expected models:/NAME@ALIAS or models:/NAME/VERSION, got {uri!r}")
-
-
 def _resolve_alias(name: str, alias: str, settings: Any, root: str) -> str:
-    from mlsteps.backends.mlflow import configure, wrap
+    from mlsteps.backends.mlflow import RegisteredModelUri, configure, get_model_version
     from mlsteps.context import RunContext, RunKey
 
     ctx = RunContext(
         run_key=RunKey(run_id="reproduce", step="reproduce"), artifact_root=root, mlflow=settings
     )
-    client = configure(ctx)
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except Exception as exc:
-        raise wrap(exc, f"could not resolve models:/{name}@{alias}") from exc
+    return str(get_model_version(configure(ctx), RegisteredModelUri(name, alias=alias)).version)
 
 
 def _record_label(rec: LineageRecord) -> str:
@@ -542,6 +526,10 @@ def _run_tree(run_id: str, records: list[LineageRecord]) -> Any:
 from mlsteps.cli_monitor import monitor as _monitor_command  # noqa: E402 - attached after `main` exists
 
 main.add_command(_monitor_command)
+
+from mlsteps.cli_deploy import deploy_group as _deploy_group  # noqa: E402 - attached after `main` exists
+
+main.add_command(_deploy_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -194,20 +194,28 @@ class MlstepsOperator(BaseOperator):
         return Path(fileloc).resolve().parent if fileloc else Path.cwd()
 
     def _mlflow_settings(self, base: MlflowSettings) -> MlflowSettings:
-        """Spec defaults, overridden by the connection, overridden by ``mlflow=``."""
-        settings = base
-        if self.mlflow_conn_id:
-            from mlsteps_airflow.hooks.mlflow import MlflowHook
+        return layered_mlflow_settings(base, self.mlflow_conn_id, self.mlflow)
 
-            settings = settings.merged(MlflowHook(self.mlflow_conn_id).get_settings())
-        if self.mlflow is not None:
-            explicit = (
-                self.mlflow
-                if isinstance(self.mlflow, MlflowSettings)
-                else MlflowSettings.model_validate(dict(self.mlflow))
-            )
-            settings = settings.merged(explicit)
-        return settings
+
+def layered_mlflow_settings(
+    base: MlflowSettings,
+    conn_id: str | None,
+    explicit: MlflowSettings | Mapping[str, Any] | None,
+) -> MlflowSettings:
+    """Spec defaults, overridden by the ``mlflow`` connection, overridden by explicit settings."""
+    settings = base
+    if conn_id:
+        from mlsteps_airflow.hooks.mlflow import MlflowHook
+
+        settings = settings.merged(MlflowHook(conn_id).get_settings())
+    if explicit is not None:
+        given = (
+            explicit
+            if isinstance(explicit, MlflowSettings)
+            else MlflowSettings.model_validate(dict(explicit))
+        )
+        settings = settings.merged(given)
+    return settings
 
 
 class _FixedStepOperator(MlstepsOperator):

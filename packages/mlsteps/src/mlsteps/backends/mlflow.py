@@ -8,15 +8,50 @@ contexts in one process (tests, the local runner) never cross wires.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mlsteps._imports import require
-from mlsteps.errors import BackendError
+from mlsteps.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
     from mlsteps.context import RunContext
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
+
+
+@dataclass(frozen=True)
+class RegisteredModelUri:
+    """A parsed ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``: exactly one of version and alias."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+
+
+def parse_model_uri(uri: str, *, field: str = "model") -> RegisteredModelUri:
+    """Parse a registered-model URI; a :class:`ConfigError` on ``field`` otherwise."""
+    m = _MODEL_URI.fullmatch(uri.strip())
+    if m is None:
+        raise ConfigError(f"{field}: expected models:/NAME@ALIAS or models:/NAME/VERSION, got {uri!r}")
+    return RegisteredModelUri(m["name"], m["version"], m["alias"])
+
+
+def get_model_version(client: MlflowClient, model: RegisteredModelUri) -> ModelVersion:
+    """The registry's version ``model`` points at (an alias resolved now)."""
+    try:
+        if model.alias is not None:
+            return client.get_model_version_by_alias(model.name, model.alias)
+        return client.get_model_version(model.name, str(model.version))
+    except Exception as exc:
+        raise wrap(exc, f"could not resolve {model}") from exc
 
 
 def configure(ctx: RunContext) -> MlflowClient:
