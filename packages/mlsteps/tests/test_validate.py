@@ -143,6 +143,21 @@ def test_passing_suite_writes_report_and_refs(tmp_path: Path, data: Path) -> Non
     assert dataset.columns["event_timestamp"] == "datetime64[ns, UTC]"
 
 
+def test_report_is_byte_identical_across_runs(tmp_path: Path, data: Path) -> None:
+    """Same data and suite, same report hash: GX's per-run ids and times are left out."""
+    config = {"data": "penguins.parquet", "expectations": PASSING, "now": "2024-01-16T00:00:00Z"}
+    first = execute_step(ValidateStep, make_ctx(tmp_path, "r1"), config, {})
+    second = execute_step(ValidateStep, make_ctx(tmp_path, "r2"), config, {})
+
+    a, b = first.outputs["report"], second.outputs["report"]
+    assert a.uri != b.uri
+    assert a.content_hash == b.content_hash
+    body = json.loads(Path(a.uri).read_text())
+    assert "validation_time" not in body["meta"] and "run_id" not in body["meta"]
+    assert all("id" not in r["expectation_config"] for r in body["results"])
+    assert body["statistics"]["evaluated_expectations"] == len(PASSING)
+
+
 def test_error_failure_raises_gate_after_writing_report(tmp_path: Path, data: Path) -> None:
     exc = gate_failure(
         tmp_path,

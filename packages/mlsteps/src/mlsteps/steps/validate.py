@@ -361,7 +361,7 @@ class ValidateStep(Step[ValidateConfig]):
         out_dir = ctx.step_dir()
         json_path = out_dir / RESULT_JSON
         html_path = out_dir / RESULT_HTML
-        result_json = result.to_json_dict()
+        result_json = _stable(result.to_json_dict())
         atomic_write_bytes(json_path, json.dumps(result_json, indent=2, default=str).encode())
         stats = result.statistics
         failed_errors = [c for c in checks if not c.success and c.severity == "error"]
@@ -757,6 +757,27 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{border-bottom:1px solid #d1d9e0;padding:.4rem .6rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right}code{font-size:.85rem}
 """
+
+
+#: Per-run values GX writes into a validation result (random ids, load and run times).
+#: They are dropped so that the same data and suite give a byte-identical report,
+#: hence the same content hash under every runner; the lineage record has the times.
+_RUN_SPECIFIC_META = ("validation_id", "run_id", "validation_time")
+
+
+def _stable(result: dict[str, Any]) -> dict[str, Any]:
+    """The GX result without its per-run ids and times."""
+    out = json.loads(json.dumps(result, default=str))
+    for item in out.get("results", []):
+        config = item.get("expectation_config")
+        if isinstance(config, dict):
+            config.pop("id", None)
+    meta = out.get("meta", {})
+    for key in _RUN_SPECIFIC_META:
+        meta.pop(key, None)
+    if isinstance(meta.get("batch_markers"), dict):
+        meta["batch_markers"].pop("ge_load_time", None)
+    return out
 
 
 def _render_html(
