@@ -93,6 +93,13 @@ def test_a_good_model_passes_its_thresholds(root: Path, forest: dict[str, Any]) 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert artifacts == {"evaluation/evaluation.json", "evaluation/evaluation.html"}
 
+    # Locations live in the ref, not in the report's content: the same model on the
+    # same data gives a byte-identical report (hence the same hash on every runner).
+    assert report.metadata["model"]["uri"] == forest["model"]["uri"]
+    assert written["model"] == {"content_hash": forest["model"]["content_hash"]}
+    again = evaluate(root, "pass-again", forest, config).outputs["report"]
+    assert again.uri != report.uri and again.content_hash == report.content_hash
+
 
 def test_a_failed_threshold_fails_the_gate_after_writing_the_report(
     root: Path, dummy: dict[str, Any]

@@ -243,7 +243,12 @@ class EvaluateStep(Step[EvaluateConfig]):
             "task": task,
             "target": target,
             "rows": len(df),
-            "model": {"uri": model_ref.uri, "run_id": model_ref.run_id, "model_id": model_ref.model_id},
+            "model": {
+                "uri": model_ref.uri,
+                "run_id": model_ref.run_id,
+                "model_id": model_ref.model_id,
+                "content_hash": model_ref.content_hash,
+            },
             "dataset": {"uri": dataset.uri, "content_hash": dataset.content_hash},
             "metrics": metrics,
             "skipped_metrics": skipped,
@@ -594,7 +599,16 @@ def _write_report(
     report["plot"] = plot_kind
     step_dir = ctx.step_dir()
     json_path, html_path = step_dir / "evaluation.json", step_dir / "evaluation.html"
-    atomic_write_bytes(json_path, json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+    # The JSON names the model and data by content hash only; where they live (paths,
+    # MLflow ids, which differ per run and per registry) goes into the ref's metadata.
+    # So the same model on the same data gives a byte-identical report on every runner.
+    locations = {"model": report["model"], "dataset": report["dataset"]}
+    content = {
+        **report,
+        "model": {"content_hash": report["model"]["content_hash"]},
+        "dataset": {"content_hash": report["dataset"]["content_hash"]},
+    }
+    atomic_write_bytes(json_path, json.dumps(content, indent=2, sort_keys=True, default=str).encode())
     atomic_write_bytes(html_path, _html(report, plot, plot_kind).encode())
     champion = report["champion"]
     summary: dict[str, Any] = {
@@ -619,6 +633,7 @@ def _write_report(
         passed=bool(report["passed"]),
         summary=summary,
         html_uri=str(html_path),
+        metadata=locations,
     )
 
 

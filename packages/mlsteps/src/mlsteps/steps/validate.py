@@ -767,7 +767,7 @@ _RUN_SPECIFIC_META = ("validation_id", "run_id", "validation_time")
 
 def _stable(result: dict[str, Any]) -> dict[str, Any]:
     """The GX result without its per-run ids and times."""
-    out = json.loads(json.dumps(result, default=str))
+    out: dict[str, Any] = json.loads(json.dumps(result, default=str))
     for item in out.get("results", []):
         config = item.get("expectation_config")
         if isinstance(config, dict):
