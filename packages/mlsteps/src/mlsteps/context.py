@@ -120,6 +120,8 @@ class RunContext:
     extra_tags: dict[str, str] = field(default_factory=dict)
     #: The id of the lineage record this step run will write; steps tag MLflow with it.
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Why this run was started, when something other than a person started it (e.g. a drift report).
+    trigger: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.artifact_root = resolve_root(os.fspath(self.artifact_root), self.base_dir)

@@ -81,6 +81,10 @@ class LineageRecord(BaseModel):
     duration_s: float
     packages: dict[str, str] = Field(default_factory=dict)
     code_revision: str | None = None
+    trigger: dict[str, Any] | None = Field(
+        None,
+        description="What started the run, e.g. {'kind': 'drift', 'report': <uri>}; None if a person did.",
+    )
 
 
 @functools.cache
@@ -166,6 +170,7 @@ class LineageRecorder:
             duration_s=round(finished - started, 4),
             packages=package_versions(),
             code_revision=code_revision(str(ctx.base_dir)),
+            trigger=ctx.trigger,
         )
         self.store.write_json(self.relpath(record), record.model_dump(mode="json"))
         return record

@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlsteps.context import MlflowSettings, RunContext, RunKey, new_run_id
 from mlsteps.errors import GateFailure, MlstepsError
@@ -119,6 +119,7 @@ class LocalRunner:
         artifact_root: str | None = None,
         mlflow: MlflowSettings | None = None,
         listener: Listener | None = None,
+        trigger: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.run_id = run_id or new_run_id()
@@ -128,6 +129,8 @@ class LocalRunner:
         self.lineage = LineageRecorder(self.store)
         self.cache = RunCache(self.store)
         self.listener = listener
+        #: Recorded on every lineage record of the run (and tagged on its MLflow objects).
+        self.trigger = trigger
 
     def _emit(self, event: str, step_id: str, outcome: StepOutcome | None = None) -> None:
         if self.listener is not None:
@@ -138,6 +141,11 @@ class LocalRunner:
         run_key = RunKey(orchestrator="local", pipeline=self.spec.name, run_id=self.run_id, step=step_id)
         ctx = self.spec.context(step_id, run_key, artifact_root=self.store.root, mlflow=self.mlflow)
         ctx.lineage = self.lineage
+        if self.trigger is not None:
+            ctx.trigger = dict(self.trigger)
+            ctx.extra_tags["mlsteps.trigger"] = str(
+                self.trigger.get("report") or self.trigger.get("kind", "")
+            )
         return ctx
 
     def run(self, only: list[str] | None = None) -> RunSummary:
