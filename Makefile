@@ -37,10 +37,14 @@ env-scan: uv ## checkov in its own environment (.venvs/scan): it pins packages A
 envs: env env-scan $(addprefix env-,$(ADAPTERS)) ## All environments.
 
 .PHONY: demo
-demo: env ## Run the example pipeline end to end through the local runner (embedded SQLite MLflow).
+demo: env ## Run the example end to end (embedded SQLite MLflow), serve it, predict once, stop (KEEP_SERVING=1 keeps it).
 	$(VENV)/bin/python examples/penguins/prepare_data.py
 	$(VENV)/bin/mlsteps run examples/penguins/pipeline.yaml
 	$(VENV)/bin/mlsteps lineage --spec examples/penguins/pipeline.yaml --model penguins
+	$(VENV)/bin/mlsteps deploy status --spec examples/penguins/pipeline.yaml
+	rc=0; $(VENV)/bin/mlsteps deploy predict --spec examples/penguins/pipeline.yaml --input-example || rc=$$?; \
+	$(if $(KEEP_SERVING),echo "still serving; stop it with: mlsteps deploy stop --spec examples/penguins/pipeline.yaml",$(VENV)/bin/mlsteps deploy stop --spec examples/penguins/pipeline.yaml --reason "end of make demo"); \
+	exit $$rc
 
 .PHONY: lint
 lint: envs ## ruff (lint + format check) and mypy (strict) over packages/, each adapter in its own environment.

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,30 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
+def servers_under(root: Path) -> list[int]:
+    """Pids of running processes whose working directory is under ``root`` (the deploy step's servers)."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cwd", "status"]):
+        cwd = proc.info.get("cwd")
+        if cwd and str(cwd).startswith(str(root)) and proc.info.get("status") != psutil.STATUS_ZOMBIE:
+            pids.append(proc.info["pid"])
+    return pids
+
+
 @pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     target = tmp_path_factory.mktemp("example") / "penguins"
     shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(".mlsteps", "data", "__pycache__"))
     out = run(str(BIN / "python"), "prepare_data.py", cwd=target)
     assert out.returncode == 0, out.stderr
-    return target
+    yield target
+    # The deploy step leaves the model served (as `make demo` does until its last line): stop it.
+    if (target / ".mlsteps" / "deployments" / "penguins" / "state.json").exists():
+        stop = run(str(BIN / "mlsteps"), "deploy", "stop", "--spec", "pipeline.yaml", cwd=target)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert servers_under(target / ".mlsteps") == []
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +64,30 @@ def steps_of(summary: dict[str, object]) -> dict[str, dict[str, object]]:
     return {s["step"]: s for s in summary["steps"]}  # type: ignore[attr-defined,index]
 
 
-def test_every_step_succeeds_and_registers_a_champion(first_run: dict[str, object]) -> None:
+def test_every_step_succeeds_registers_a_champion_and_serves_it(
+    example: Path, first_run: dict[str, object]
+) -> None:
     steps = steps_of(first_run)
-    assert list(steps) == ["validate", "featurise", "train", "evaluate", "register"]
+    assert list(steps) == ["validate", "featurise", "train", "evaluate", "register", "deploy"]
     assert {s["status"] for s in steps.values()} == {"succeeded"}
     assert steps["evaluate"]["metrics"]["accuracy"] >= 0.9  # type: ignore[index]
     version = steps["register"]["outputs"]["model_version"]  # type: ignore[index]
     assert version["name"] == "penguins"
     assert "champion" in version["aliases"]
+    deployment = steps["deploy"]["outputs"]["deployment"]  # type: ignore[index]
+    assert deployment["status"] == "healthy"
+    assert deployment["model_uri"] == f"models:/penguins/{version['version']}"
+    assert deployment["endpoint"].startswith("http://127.0.0.1:")
+
+    # One real prediction on the model's input example, as `make demo` prints it.
+    out = run(
+        str(BIN / "mlsteps"), "deploy", "predict", "--spec", "pipeline.yaml", "--input-example", cwd=example
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("predictions:"))
+    predictions = json.loads(line.partition(":")[2])
+    assert predictions
+    assert set(predictions) <= {"Adelie", "Chinstrap", "Gentoo"}
 
 
 def test_second_run_reuses_cache_and_the_registered_version(
@@ -67,6 +101,13 @@ def test_second_run_reuses_cache_and_the_registered_version(
     assert steps["train"]["status"] == "cached"
     first_version = steps_of(first_run)["register"]["outputs"]["model_version"]  # type: ignore[index]
     assert steps["register"]["outputs"]["model_version"]["version"] == first_version["version"]  # type: ignore[index]
+    # The same version is already served: the deploy step reuses that server instead of starting another.
+    first_deployment = steps_of(first_run)["deploy"]["outputs"]["deployment"]  # type: ignore[index]
+    deployment = steps["deploy"]["outputs"]["deployment"]  # type: ignore[index]
+    assert steps["deploy"]["status"] == "succeeded"
+    assert deployment["metadata"]["reused"] is True
+    assert deployment["endpoint"] == first_deployment["endpoint"]
+    assert len(servers_under(example / ".mlsteps")) == 1
 
 
 def test_lineage_walks_from_the_model_back_to_the_raw_data(
@@ -151,7 +192,9 @@ def test_failing_validation_stops_the_run_before_anything_is_registered(tmp_path
     steps = steps_of(json.loads(out.stdout))
     assert steps["validate"]["status"] == "gate_failed"
     assert "row_count_between" in str(steps["validate"]["error"])
-    assert {steps[s]["status"] for s in ("featurise", "train", "evaluate", "register")} == {"skipped"}
+    assert {steps[s]["status"] for s in ("featurise", "train", "evaluate", "register", "deploy")} == {
+        "skipped"
+    }
     # Nothing reached the registry: the embedded MLflow DB has no registered model.
     import sqlite3
 

@@ -41,6 +41,13 @@ CORE_MODULES = [
     "mlsteps.lineage",
     "mlsteps.data",
     "mlsteps.backends.mlflow",
+    "mlsteps.cli_deploy",
+    "mlsteps.deploy.base",
+    "mlsteps.deploy.local",
+    "mlsteps.deploy.kubernetes",
+    "mlsteps.deploy.kserve",
+    "mlsteps.deploy.manifests",
+    "mlsteps.steps.deploy",
 ]
 
 

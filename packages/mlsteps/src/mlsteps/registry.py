@@ -23,6 +23,8 @@ BUILTIN_STEPS: dict[str, str] = {
     "train": "mlsteps.steps.train:TrainStep",
     "evaluate": "mlsteps.steps.evaluate:EvaluateStep",
     "register": "mlsteps.steps.register:RegisterStep",
+    "deploy": "mlsteps.steps.deploy:DeployStep",
+    "monitor": "mlsteps.steps.monitor:MonitorStep",
 }
 
 

@@ -12,14 +12,21 @@ Nothing heavy is imported here: targets import their clients inside methods.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlsteps.errors import BackendError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
     from mlsteps.context import RunContext
     from mlsteps.refs import DeploymentRef
 
@@ -132,12 +139,79 @@ class DeploymentState(BaseModel):
         return None
 
 
+#: The state file of a deployment, relative to the artifact root (see :class:`StateFile`).
+STATE_DIR = "deployments"
+STATE_FILE = "state.json"
+
+
+class StateFile:
+    """A deployment's :class:`DeploymentState` at ``<root>/deployments/<name>/state.json``.
+
+    Writes are atomic (via the artifact store) and, on a local root, :meth:`locked`
+    serialises every read-modify-write with a file lock, so two deploys of one
+    deployment (a retry racing its predecessor, a hand rollback during a pipeline
+    run) never interleave. Remote roots have no lock: one writer at a time there.
+    """
+
+    def __init__(self, ctx: RunContext, deployment: str) -> None:
+        self.store = ctx.store
+        self.deployment = deployment
+        self.rel = f"{STATE_DIR}/{deployment}/{STATE_FILE}"
+        self.uri = self.store.uri(self.rel)
+
+    def directory(self) -> Path:
+        """The deployment's local directory (local roots only): logs, model copies, the lock."""
+        return self.store.local_dir(STATE_DIR, self.deployment)
+
+    @contextlib.contextmanager
+    def locked(self, timeout_s: float = 600.0) -> Iterator[None]:
+        """Hold the deployment's lock (a no-op on remote roots)."""
+        if not self.store.local:
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.directory() / ".lock"), timeout=timeout_s)
+        try:
+            with lock:
+                yield
+        except Timeout:
+            raise BackendError(
+                "deploy",
+                f"deployment {self.deployment!r} is locked by another deploy for over {timeout_s:.0f} s",
+                hint=f"wait for it to finish, or remove {lock.lock_file} if no deploy is running",
+            ) from None
+
+    def load(self) -> DeploymentState | None:
+        """The recorded state, or ``None`` if the deployment was never deployed here."""
+        if not self.store.exists(self.rel):
+            return None
+        try:
+            return DeploymentState.model_validate(self.store.read_json(self.rel))
+        except (ValidationError, ValueError) as exc:
+            raise BackendError(
+                "deploy", f"deployment state {self.uri} is unreadable: {exc}", hint="restore or remove it"
+            ) from exc
+
+    def save(self, state: DeploymentState) -> None:
+        self.store.write_bytes(self.rel, json.dumps(state.model_dump(mode="json"), indent=2).encode())
+
+
 class Target(ABC):
-    """A serving platform. Implementations live in ``mlsteps.deploy.<name>``."""
+    """A serving platform. Implementations live in ``mlsteps.deploy.<name>``.
+
+    The step builds a target as ``TargetClass(config)`` from its ``target`` config
+    (a pydantic model with a ``type`` discriminator). When a deploy fails, a target
+    rolls back and either returns a ref with status ``rolled_back`` or ``failed``
+    (``metadata["error"]`` saying why) or raises; the step fails the run either way.
+    """
 
     name: ClassVar[str]
     #: The strategies this target implements; the step refuses the others with a clear error.
     strategies: ClassVar[frozenset[StrategyKind]]
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
 
     @abstractmethod
     def deploy(self, ctx: RunContext, request: DeployRequest) -> DeploymentRef:
@@ -148,7 +222,9 @@ class Target(ABC):
         """
 
     @abstractmethod
-    def rollback(self, ctx: RunContext, deployment: str, *, to_version: str | None, actor: str, reason: str) -> DeploymentRef:
+    def rollback(
+        self, ctx: RunContext, deployment: str, *, to_version: str | None, actor: str, reason: str
+    ) -> DeploymentRef:
         """Serve the previous healthy version (or ``to_version``) again."""
 
     @abstractmethod

@@ -1,0 +1,1 @@
+"""Serving targets of the ``deploy`` step: the contract (``base``) and one module per platform."""
