@@ -12,6 +12,14 @@ import pytest
 from mlsteps.testing import TOY_STEPS, registered_steps, write_step_plugin
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here because the root pyproject.toml is not edited for one marker.
+    config.addinivalue_line(
+        "markers",
+        "cluster: needs a live Kubernetes cluster (KUBECONFIG); run by .github/workflows/kind.yml",
+    )
+
+
 @pytest.fixture
 def toy_steps() -> Iterator[None]:
     """Register the toy steps in-process for the duration of a test."""
