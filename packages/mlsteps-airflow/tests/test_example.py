@@ -41,9 +41,24 @@ def test_penguins_example_runs_under_airflow(tmp_path: Path, dag_file: Any) -> N
         """
     )
 
-    dag_run = dag.test()
+    try:
+        dag_run = dag.test()
+    finally:
+        # The example ends by serving the model (deploy step): stop it, whatever happened.
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "mlsteps"),
+                "deploy",
+                "stop",
+                "--spec",
+                str(example / "pipeline.yaml"),
+            ],
+            check=False,
+            timeout=120,
+            capture_output=True,
+        )
 
-    steps = ["validate", "featurise", "train", "evaluate", "register"]
+    steps = ["validate", "featurise", "train", "evaluate", "register", "deploy"]
     assert task_states(dag_run) == dict.fromkeys(steps, "success")
     values = xcoms("penguins_e2e", dag_run.run_id)
     assert values[("evaluate", "return_value")]["passed"] is True
@@ -53,6 +68,9 @@ def test_penguins_example_runs_under_airflow(tmp_path: Path, dag_file: Any) -> N
         if ref["kind"] == "model_version"
     ]
     assert version["name"] == "penguins"
+    deployment = values[("deploy", "deployment")]
+    assert deployment["status"] == "healthy"
+    assert deployment["model_uri"] == f"models:/penguins/{version['version']}"
     records = lineage_records(example / ".mlsteps", dag_run.run_id)
     assert [r.run_key.step for r in records] == steps
     assert {(r.run_key.orchestrator, r.status) for r in records} == {("airflow", "succeeded")}

@@ -19,13 +19,15 @@ from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlsteps_airflow.assets import model_asset
+    from mlsteps_airflow.assets import drift_asset, model_asset
     from mlsteps_airflow.dag import build_dag
     from mlsteps_airflow.hooks.mlflow import MlflowHook
     from mlsteps_airflow.operators.mlsteps import (
+        DeployOperator,
         EvaluateOperator,
         FeaturiseOperator,
         MlstepsOperator,
+        MonitorOperator,
         RegisterOperator,
         TrainOperator,
         ValidateOperator,
@@ -40,6 +42,9 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 _LAZY = {
     "build_dag": "mlsteps_airflow.dag",
     "model_asset": "mlsteps_airflow.assets",
+    "drift_asset": "mlsteps_airflow.assets",
+    "DeployOperator": "mlsteps_airflow.operators.mlsteps",
+    "MonitorOperator": "mlsteps_airflow.operators.mlsteps",
     "MlflowHook": "mlsteps_airflow.hooks.mlflow",
     "MlstepsOperator": "mlsteps_airflow.operators.mlsteps",
     "ModelAliasSensor": "mlsteps_airflow.sensors.model",
@@ -51,16 +56,19 @@ _LAZY = {
 }
 
 __all__ = [
+    "DeployOperator",
     "EvaluateOperator",
     "FeaturiseOperator",
     "MlflowHook",
     "MlstepsOperator",
     "ModelAliasSensor",
+    "MonitorOperator",
     "RegisterOperator",
     "TrainOperator",
     "ValidateOperator",
     "__version__",
     "build_dag",
+    "drift_asset",
     "model_asset",
 ]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -24,11 +24,70 @@ if TYPE_CHECKING:
     from mlsteps.refs import BaseRef
 
 MODEL_URI_PREFIX = "x-mlsteps://models/"
+DRIFT_URI_PREFIX = "x-mlsteps://drift/"
+DRIFT_ALIAS_PREFIX = "mlsteps.drift-alias."
 
 
 def model_asset(name: str) -> Asset:
     """The asset of registered model ``name``: one event per new or re-confirmed version."""
     return Asset(name=f"mlsteps.model.{name}", uri=f"{MODEL_URI_PREFIX}{name}", group="model")
+
+
+def drift_asset(name: str) -> Asset:
+    """The asset of drift detected for model ``name``: an event only when a monitor says drift.
+
+    Schedule the retraining DAG on it: ``DAG("retrain", schedule=[drift_asset("penguins")])``.
+    """
+    return Asset(name=f"mlsteps.drift.{name}", uri=f"{DRIFT_URI_PREFIX}{name}", group="drift")
+
+
+def drift_alias(name: str) -> AssetAlias:
+    """The outlet of a ``monitor`` task: resolves to :func:`drift_asset` only when drift is found.
+
+    A task emits events for every plain asset outlet when it succeeds; through an
+    alias it emits only what it adds at run time, so "no drift" emits nothing.
+    """
+    return AssetAlias(name=f"{DRIFT_ALIAS_PREFIX}{name}", group="drift")
+
+
+def model_name_of(model_uri: object) -> str | None:
+    """``NAME`` of a literal ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (None for templates)."""
+    if not isinstance(model_uri, str) or "{{" in model_uri:
+        return None
+    from mlsteps.backends.mlflow import parse_model_uri
+    from mlsteps.errors import ConfigError
+
+    try:
+        return parse_model_uri(model_uri).name
+    except ConfigError:
+        return None
+
+
+def drift_events(
+    outlets: Iterable[Any], outputs: Mapping[str, BaseRef]
+) -> dict[AssetAlias, tuple[Asset, dict[str, Any]]]:
+    """For each drift alias outlet: the drift asset to emit and its extra, when a report says drift."""
+    from mlsteps.refs import ReportRef
+
+    reports = [
+        r for r in outputs.values() if isinstance(r, ReportRef) and r.summary.get("verdict") == "drift"
+    ]
+    events: dict[AssetAlias, tuple[Asset, dict[str, Any]]] = {}
+    if not reports:
+        return events
+    report = reports[0]
+    for alias in outlets:
+        if isinstance(alias, AssetAlias) and alias.name.startswith(DRIFT_ALIAS_PREFIX):
+            name = alias.name.removeprefix(DRIFT_ALIAS_PREFIX)
+            extra = {
+                "model": name,
+                "report": report.uri,
+                "html": report.html_uri,
+                "drifted_features": report.summary.get("drifted_features"),
+                "drift_share": report.summary.get("drift_share"),
+            }
+            events[alias] = (drift_asset(name), {k: v for k, v in extra.items() if v is not None})
+    return events
 
 
 def asset_events(outlets: Iterable[Any], outputs: Mapping[str, BaseRef]) -> dict[Asset, dict[str, Any]]:

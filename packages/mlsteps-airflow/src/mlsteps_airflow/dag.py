@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.sdk import DAG, XComArg
 
 from mlsteps.spec import load_spec
-from mlsteps_airflow.assets import model_asset
+from mlsteps_airflow.assets import drift_alias, model_asset, model_name_of
 from mlsteps_airflow.operators.mlsteps import OPERATOR_FOR_STEP, MlstepsOperator
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ def build_dag(
       spec sets it; otherwise the DAG's ``default_args`` apply);
     * a ``register`` task's outlet is its model's asset
       (:func:`~mlsteps_airflow.assets.model_asset`), so other DAGs can be
-      scheduled on new model versions;
+      scheduled on new model versions, and a ``monitor`` task's outlet is the
+      drift alias of its model (:func:`~mlsteps_airflow.assets.drift_alias`);
     * artifact root (relative to the spec file), MLflow defaults, resources and
       config are read from the spec when the task runs, as ``mlsteps run`` does.
 
@@ -115,6 +116,9 @@ def add_spec_tasks(
         model_name = getattr(resolved.config, "name", None) if resolved.step_cls.name == "register" else None
         if isinstance(model_name, str):
             extra["outlets"] = [model_asset(model_name)]
+        monitored = model_name_of(getattr(resolved.config, "model", None))
+        if resolved.step_cls.name == "monitor" and monitored is not None:
+            extra["outlets"] = [drift_alias(monitored)]
         if pod is not None:
             from mlsteps_airflow.kubernetes import pod_operator
 

@@ -143,10 +143,12 @@ class MlstepsOperator(BaseOperator):
         for name, ref in payload["outputs"].items():
             ti.xcom_push(key=name, value=ref)
         if self.outlets:
-            from mlsteps_airflow.assets import asset_events
+            from mlsteps_airflow.assets import asset_events, drift_events
 
             for asset, extra in asset_events(self.outlets, result.outputs).items():
                 context["outlet_events"][asset].extra = {**extra, "run_key": str(run_key)}
+            for alias, (asset, extra) in drift_events(self.outlets, result.outputs).items():
+                context["outlet_events"][alias].add(asset, extra={**extra, "run_key": str(run_key)})
         if result.metrics:
             self.log.info("metrics: %s", result.metrics)
         return payload
@@ -271,9 +273,43 @@ class RegisterOperator(_FixedStepOperator):
         super().__init__(**kwargs)
 
 
+class DeployOperator(_FixedStepOperator):
+    """Run the built-in ``deploy`` step (serve a registered version); see :class:`MlstepsOperator`."""
+
+    step_type = "deploy"
+
+
+class MonitorOperator(_FixedStepOperator):
+    """Run the built-in ``monitor`` step (drift); see :class:`MlstepsOperator`.
+
+    Unless ``outlets`` is given, the task's outlet is the drift alias of the
+    monitored model (``config["model"]``, ``models:/NAME@...``): when the report
+    says drift, the task emits an event on :func:`mlsteps_airflow.assets.drift_asset`,
+    which a retraining DAG can be scheduled on; no drift emits nothing.
+    """
+
+    step_type = "monitor"
+
+    def __init__(self, **kwargs: Any) -> None:
+        from mlsteps_airflow.assets import drift_alias, model_name_of
+
+        name = model_name_of((kwargs.get("config") or {}).get("model"))
+        if "outlets" not in kwargs and name is not None:
+            kwargs["outlets"] = [drift_alias(name)]
+        super().__init__(**kwargs)
+
+
 #: Operator class per built-in step type; other step types use :class:`MlstepsOperator`.
 OPERATOR_FOR_STEP: dict[str, type[MlstepsOperator]] = {
     cls.step_type: cls
-    for cls in (ValidateOperator, FeaturiseOperator, TrainOperator, EvaluateOperator, RegisterOperator)
+    for cls in (
+        ValidateOperator,
+        FeaturiseOperator,
+        TrainOperator,
+        EvaluateOperator,
+        RegisterOperator,
+        DeployOperator,
+        MonitorOperator,
+    )
     if cls.step_type is not None
 }

@@ -1,0 +1,106 @@
+"""Drift -> Asset event -> retraining DAG queued, with the real ``monitor`` step under ``dag.test()``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from airflow_testing import asset_events, queued_asset_runs, task_states, unpause, xcoms
+
+DRIFT_URI = "x-mlsteps://drift/penguins"
+
+
+def write(path: Path, shift: float, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    pd.DataFrame(
+        {
+            "bill_length_mm": rng.normal(44 + shift, 5, 1500),
+            "island": rng.choice(["Biscoe", "Dream", "Torgersen"], 1500),
+        }
+    ).to_parquet(path, index=False)
+    return path
+
+
+def monitor_dag(dag_file: Any, dag_id: str, reference: Path, current: Path, root: Path) -> Any:
+    return dag_file(
+        f"""
+        from airflow.sdk import DAG
+        from mlsteps_airflow import MonitorOperator
+        from mlsteps_airflow.assets import drift_alias
+
+        with DAG({dag_id!r}, schedule=None) as dag:
+            MonitorOperator(
+                task_id="monitor",
+                config={{"reference": {str(reference)!r}, "current": {str(current)!r}, "drift_share": 0.5}},
+                artifact_root={str(root)!r},
+                outlets=[drift_alias("penguins")],
+            )
+        """
+    )
+
+
+def test_drift_emits_an_event_that_queues_the_retraining_dag(tmp_path: Path, dag_file: Any) -> None:
+    reference = write(tmp_path / "reference.parquet", 0.0, 1)
+    retrain = dag_file(
+        """
+        from airflow.providers.standard.operators.empty import EmptyOperator
+        from airflow.sdk import DAG
+        from mlsteps_airflow import drift_asset
+
+        with DAG("retrain_penguins_on_drift", schedule=[drift_asset("penguins")]) as dag:
+            EmptyOperator(task_id="retrain")
+        """
+    )
+    retrain.test()  # serialise the consumer and its asset schedule
+    unpause("retrain_penguins_on_drift")
+    before = len(asset_events(DRIFT_URI))
+
+    calm = monitor_dag(
+        dag_file, "monitor_calm", reference, write(tmp_path / "calm.parquet", 0.0, 2), tmp_path / "art"
+    )
+    calm_run = calm.test()
+    assert task_states(calm_run) == {"monitor": "success"}
+    report = xcoms("monitor_calm", calm_run.run_id)[("monitor", "report")]
+    assert report["summary"]["verdict"] == "no_drift"
+    assert len(asset_events(DRIFT_URI)) == before  # no drift, no event
+    assert "retrain_penguins_on_drift" not in queued_asset_runs()
+
+    drifted = monitor_dag(
+        dag_file, "monitor_drift", reference, write(tmp_path / "drift.parquet", 8.0, 3), tmp_path / "art"
+    )
+    drift_run = drifted.test()
+    assert task_states(drift_run) == {"monitor": "success"}  # drift is news, not a task failure
+    report = xcoms("monitor_drift", drift_run.run_id)[("monitor", "report")]
+    assert report["summary"]["verdict"] == "drift"
+    events = asset_events(DRIFT_URI)
+    assert len(events) == before + 1
+    extra = events[-1]["extra"]
+    assert (events[-1]["source_dag_id"], extra["model"], extra["report"]) == (
+        "monitor_drift",
+        "penguins",
+        report["uri"],
+    )
+    assert "bill_length_mm" in extra["drifted_features"]
+    assert "retrain_penguins_on_drift" in queued_asset_runs()
+
+
+def test_build_dag_gives_monitor_steps_the_drift_alias(tmp_path: Path) -> None:
+    from airflow_testing import write_spec
+
+    from mlsteps_airflow.dag import build_dag
+
+    spec = write_spec(
+        tmp_path,
+        """\
+        name: watch
+        steps:
+          monitor:
+            config: {model: "models:/penguins@champion", current: batch.parquet}
+        """,
+    )
+    dag = build_dag(spec)
+    (outlet,) = dag.task_dict["monitor"].outlets
+    assert outlet.name == "mlsteps.drift-alias.penguins"
+    assert type(dag.task_dict["monitor"]).__name__ == "MonitorOperator"
