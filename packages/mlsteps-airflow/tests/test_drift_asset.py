@@ -85,6 +85,31 @@ def test_drift_emits_an_event_that_queues_the_retraining_dag(tmp_path: Path, dag
     assert "bill_length_mm" in extra["drifted_features"]
     assert "retrain_penguins_on_drift" in queued_asset_runs()
 
+    # The run the scheduler creates from that queue sees the event in its context's
+    # triggering_asset_events; every mlsteps task of it records the report as its trigger.
+    from airflow.sdk.api.datamodels._generated import AssetEventDagRunReference
+
+    from mlsteps_airflow import drift_asset
+    from mlsteps_airflow.assets import drift_trigger
+
+    event = AssetEventDagRunReference.model_validate(
+        {
+            "asset": {"name": "mlsteps.drift.penguins", "uri": DRIFT_URI, "extra": {}},
+            "extra": extra,
+            "source_task_id": "monitor",
+            "source_dag_id": "monitor_drift",
+            "source_run_id": drift_run.run_id,
+            "source_map_index": -1,
+            "source_aliases": [{"name": "mlsteps.drift-alias.penguins"}],
+            "timestamp": "2026-11-28T12:00:00Z",
+        }
+    )
+    trigger = drift_trigger({"triggering_asset_events": {drift_asset("penguins"): [event]}})
+    assert trigger is not None
+    assert (trigger["kind"], trigger["report"], trigger["model"]) == ("drift", report["uri"], "penguins")
+    assert trigger["monitor_run_key"] == f"airflow/monitor_drift/{drift_run.run_id}/monitor#1"
+    assert drift_trigger({"triggering_asset_events": {}}) is None
+
 
 def test_build_dag_gives_monitor_steps_the_drift_alias(tmp_path: Path) -> None:
     from airflow_testing import write_spec

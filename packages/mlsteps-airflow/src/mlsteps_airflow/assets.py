@@ -90,6 +90,30 @@ def drift_events(
     return events
 
 
+def drift_trigger(context: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The drift event that started this DAG run, as a lineage ``trigger`` (None if none did).
+
+    A DAG scheduled on :func:`drift_asset` gets the event in ``triggering_asset_events``;
+    every step of that run records which drift report triggered it.
+    """
+    events = context.get("triggering_asset_events") or {}
+    for asset, asset_events in events.items():
+        if not str(getattr(asset, "uri", "")).startswith(DRIFT_URI_PREFIX):
+            continue
+        for event in asset_events:
+            extra = dict(getattr(event, "extra", None) or {})
+            if extra.get("report"):
+                return {
+                    "kind": "drift",
+                    "orchestrator": "airflow",
+                    "report": extra["report"],
+                    "model": extra.get("model"),
+                    "monitor_run_key": extra.get("run_key"),
+                    "drifted_features": extra.get("drifted_features"),
+                }
+    return None
+
+
 def asset_events(outlets: Iterable[Any], outputs: Mapping[str, BaseRef]) -> dict[Asset, dict[str, Any]]:
     """The ``extra`` to attach to each of ``outlets`` that stands for one of ``outputs``.
 

@@ -127,6 +127,11 @@ class RunContext:
         self.artifact_root = resolve_root(os.fspath(self.artifact_root), self.base_dir)
         self.store = ArtifactStore(self.artifact_root)
 
+    def set_trigger(self, trigger: dict[str, Any]) -> None:
+        """Record what started this run (lineage ``trigger``; MLflow tag ``mlsteps.trigger``)."""
+        self.trigger = dict(trigger)
+        self.extra_tags["mlsteps.trigger"] = str(trigger.get("report") or trigger.get("kind", ""))
+
     @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI; the embedded default is SQLite under the artifact root."""

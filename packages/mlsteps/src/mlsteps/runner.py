@@ -142,10 +142,7 @@ class LocalRunner:
         ctx = self.spec.context(step_id, run_key, artifact_root=self.store.root, mlflow=self.mlflow)
         ctx.lineage = self.lineage
         if self.trigger is not None:
-            ctx.trigger = dict(self.trigger)
-            ctx.extra_tags["mlsteps.trigger"] = str(
-                self.trigger.get("report") or self.trigger.get("kind", "")
-            )
+            ctx.set_trigger(self.trigger)
         return ctx
 
     def run(self, only: list[str] | None = None) -> RunSummary:

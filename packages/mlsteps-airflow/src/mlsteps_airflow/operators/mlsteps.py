@@ -131,6 +131,11 @@ class MlstepsOperator(BaseOperator):
         )
         try:
             step_cls, config, ctx = self._prepare(run_key, context)
+            from mlsteps_airflow.assets import drift_trigger
+
+            trigger = drift_trigger(context)
+            if trigger is not None:
+                ctx.set_trigger(trigger)
             self.log.info("running mlsteps step %r (%s) as %s", step_cls.name, self.task_id, run_key)
             result = execute_step(step_cls, ctx, config, dict(self.inputs or {}))
         except GateFailure as exc:
