@@ -235,6 +235,61 @@ class Target(ABC):
         """The manifests a deploy would apply (Kubernetes targets); none for process targets."""
         return []
 
+    @staticmethod
+    def _entry(
+        ctx: RunContext,
+        action: Literal["deploy", "rollback", "auto_rollback", "stop"],
+        version: str | None,
+        previous: str | None,
+        status: Literal["healthy", "failed", "rolled_back", "stopped"],
+        actor: str,
+        reason: str,
+        **details: Any,
+    ) -> HistoryEntry:
+        """A history entry tied to this step run (its run key makes retries recognisable)."""
+        return HistoryEntry(
+            action=action,
+            version=version,
+            previous_version=previous,
+            status=status,
+            actor=actor,
+            reason=reason,
+            details={"run_key": ctx.run_key.idempotency_key, "record_id": ctx.record_id, **details},
+        )
+
+    def _ref(
+        self,
+        state_file: StateFile,
+        state: DeploymentState,
+        *,
+        model_uri: str,
+        status: Literal["pending", "healthy", "failed", "rolled_back", "stopped"],
+        extra: dict[str, Any] | None = None,
+    ) -> DeploymentRef:
+        """The deployment ref a target returns: where the state is, what serves, how traffic is split."""
+        from mlsteps.refs import DeploymentRef
+
+        last = state.history[-1] if state.history else None
+        return DeploymentRef(
+            uri=state_file.uri,
+            target=self.name,
+            endpoint=state.endpoint,
+            model_uri=model_uri,
+            traffic=dict(state.traffic),
+            status=status,
+            metadata={
+                "deployment": state.deployment,
+                "live_version": state.live_version,
+                "previous_version": last.previous_version if last else None,
+                **self._ref_metadata(state),
+                **(extra or {}),
+            },
+        )
+
+    def _ref_metadata(self, state: DeploymentState) -> dict[str, Any]:
+        """Target-specific metadata of the deployment ref (e.g. the namespace)."""
+        return {}
+
     def stop(self, ctx: RunContext, deployment: str, *, actor: str, reason: str) -> DeploymentRef | None:
         """Stop serving ``deployment`` (local servers); cluster targets may leave this unimplemented."""
         raise NotImplementedError(f"target {self.name!r} cannot stop deployments")

@@ -29,20 +29,19 @@ from mlsteps.deploy import manifests as m
 from mlsteps.deploy.base import (
     AnalysisContext,
     DeploymentState,
-    HistoryEntry,
     ModelSpec,
     StateFile,
     StrategyKind,
     Target,
 )
 from mlsteps.errors import BackendError, ConfigError, Problem
-from mlsteps.refs import DeploymentRef
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mlsteps.context import RunContext
     from mlsteps.deploy.base import DeployRequest
+    from mlsteps.refs import DeploymentRef
 
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -660,53 +659,8 @@ class ClusterTarget(Target):
                 ]
             )
 
-    @staticmethod
-    def _entry(
-        ctx: RunContext,
-        action: Literal["deploy", "rollback", "auto_rollback", "stop"],
-        version: str | None,
-        previous: str | None,
-        status: Literal["healthy", "failed", "rolled_back", "stopped"],
-        actor: str,
-        reason: str,
-        **details: Any,
-    ) -> HistoryEntry:
-        return HistoryEntry(
-            action=action,
-            version=version,
-            previous_version=previous,
-            status=status,
-            actor=actor,
-            reason=reason,
-            details={"run_key": ctx.run_key.idempotency_key, "record_id": ctx.record_id, **details},
-        )
-
-    def _ref(
-        self,
-        state_file: StateFile,
-        state: DeploymentState,
-        *,
-        model_uri: str,
-        status: Literal["pending", "healthy", "failed", "rolled_back", "stopped"],
-        extra: dict[str, Any] | None = None,
-    ) -> DeploymentRef:
-        last = state.history[-1] if state.history else None
-        return DeploymentRef(
-            uri=state_file.uri,
-            target=self.name,
-            endpoint=state.endpoint,
-            model_uri=model_uri,
-            traffic=dict(state.traffic),
-            status=status,
-            metadata={
-                "deployment": state.deployment,
-                "namespace": self.config.namespace,
-                "live_version": state.live_version,
-                "shadow_version": state.shadow_version,
-                "previous_version": last.previous_version if last else None,
-                **(extra or {}),
-            },
-        )
+    def _ref_metadata(self, state: DeploymentState) -> dict[str, Any]:
+        return {"namespace": self.config.namespace, "shadow_version": state.shadow_version}
 
     @staticmethod
     def _retried(ctx: RunContext, state: DeploymentState, action: str, version: str) -> bool:

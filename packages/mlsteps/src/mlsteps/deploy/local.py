@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlsteps._imports import require
 from mlsteps.deploy.base import (
     DeploymentState,
-    HistoryEntry,
     ModelSpec,
     StateFile,
     StrategyKind,
@@ -44,13 +43,13 @@ from mlsteps.deploy.base import (
 )
 from mlsteps.errors import BackendError, ConfigError, Problem
 from mlsteps.hashing import hash_value
-from mlsteps.refs import DeploymentRef
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from mlsteps.context import RunContext
     from mlsteps.deploy.base import DeployRequest
+    from mlsteps.refs import DeploymentRef
 
 #: Seconds a server gets to exit on SIGTERM before its process group is killed.
 STOP_GRACE_S = 10.0
@@ -716,52 +715,6 @@ class LocalTarget(Target):
 
     def _config_hash(self) -> str:
         return hash_value(self.config.model_dump(mode="json", include={"host", "workers"}))
-
-    def _entry(
-        self,
-        ctx: RunContext,
-        action: Literal["deploy", "rollback", "auto_rollback", "stop"],
-        version: str | None,
-        previous: str | None,
-        status: Literal["healthy", "failed", "rolled_back", "stopped"],
-        actor: str,
-        reason: str,
-        **details: Any,
-    ) -> HistoryEntry:
-        return HistoryEntry(
-            action=action,
-            version=version,
-            previous_version=previous,
-            status=status,
-            actor=actor,
-            reason=reason,
-            details={"run_key": ctx.run_key.idempotency_key, "record_id": ctx.record_id, **details},
-        )
-
-    def _ref(
-        self,
-        state_file: StateFile,
-        state: DeploymentState,
-        *,
-        model_uri: str,
-        status: Literal["pending", "healthy", "failed", "rolled_back", "stopped"],
-        extra: dict[str, Any] | None = None,
-    ) -> DeploymentRef:
-        last = state.history[-1] if state.history else None
-        return DeploymentRef(
-            uri=state_file.uri,
-            target=self.name,
-            endpoint=state.endpoint,
-            model_uri=model_uri,
-            traffic=dict(state.traffic),
-            status=status,
-            metadata={
-                "deployment": state.deployment,
-                "live_version": state.live_version,
-                "previous_version": last.previous_version if last else None,
-                **(extra or {}),
-            },
-        )
 
 
 @contextlib.contextmanager
