@@ -57,7 +57,16 @@ def test_example_materializes_with_the_real_steps(example: Path) -> None:
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     expected = {k.to_user_string() for a in assets for k in a.keys}
 
-    result = dg.materialize(assets, resources=defs.resources)
+    try:
+        result = dg.materialize(assets, resources=defs.resources)
+    finally:
+        # The example ends by serving the model (deploy step): stop it, whatever happened.
+        subprocess.run(
+            [str(Path(sys.executable).parent / "mlsteps"), "deploy", "stop", "--spec", str(example)],
+            check=False,
+            timeout=120,
+            capture_output=True,
+        )
 
     assert result.success
     md = {
@@ -79,6 +88,8 @@ def test_example_materializes_with_the_real_steps(example: Path) -> None:
     assert evaluation.passed
     assert md["register/model_version"]["mlflow/registered_model"] == "penguins"
     assert md["register/model_version"]["mlflow/model_version"] == "1"
+    deployment = parse_ref(result.asset_value(["deploy", "deployment"]))
+    assert deployment.status == "healthy"  # type: ignore[attr-defined]
     recs = LineageRecorder(ArtifactStore(example.parent / ".mlsteps")).records(result.run_id)
     assert {r.run_key.step for r in recs} == {key.split("/")[0] for key in expected}
     assert all(r.run_key.orchestrator == "dagster" and r.status == "succeeded" for r in recs)

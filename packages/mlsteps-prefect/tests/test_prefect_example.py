@@ -22,7 +22,22 @@ def test_penguins_example_runs_under_prefect(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns(".mlsteps", "data", "__pycache__"))
     subprocess.run([sys.executable, str(example / "prepare_data.py")], check=True, timeout=300, cwd=example)
 
-    state = build_flow(example / "pipeline.yaml")(return_state=True)
+    try:
+        state = build_flow(example / "pipeline.yaml")(return_state=True)
+    finally:
+        # The example ends by serving the model (deploy step): stop it, whatever happened.
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "mlsteps"),
+                "deploy",
+                "stop",
+                "--spec",
+                str(example / "pipeline.yaml"),
+            ],
+            check=False,
+            timeout=120,
+            capture_output=True,
+        )
 
     assert state.is_completed(), state.message
     assert set(state_names(state).values()) == {"Completed"}
@@ -31,8 +46,9 @@ def test_penguins_example_runs_under_prefect(tmp_path: Path) -> None:
     assert version.name == "penguins"
     records = lineage(example / ".mlsteps", state)
     assert sorted(r.run_key.step for r in records) == sorted(
-        ["validate", "featurise", "train", "evaluate", "register"]
+        ["validate", "featurise", "train", "evaluate", "register", "deploy"]
     )
+    assert state.result()["deploy"]["deployment"]["status"] == "healthy"
     assert {r.run_key.orchestrator for r in records} == {"prefect"}
     keys = {a.key for a in artifacts(state)}
     assert {"penguins-validate-report", "penguins-evaluate-report"} <= keys

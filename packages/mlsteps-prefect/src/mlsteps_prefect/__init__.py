@@ -2,8 +2,8 @@
 
 - :func:`build_flow` turns a ``pipeline.yaml`` into a Prefect flow.
 - :func:`mlsteps_task` makes a task for any registered step; ``validate_task``,
-  ``featurise_task``, ``train_task``, ``evaluate_task`` and ``register_task`` are
-  ready-made for the built-in steps.
+  ``featurise_task``, ``train_task``, ``evaluate_task``, ``register_task``,
+  ``deploy_task`` and ``monitor_task`` are ready-made for the built-in steps.
 - :class:`MlflowSettingsBlock` and :class:`FeastSettings` hold settings and secrets;
   register them with ``prefect block register -m mlsteps_prefect``.
 
@@ -18,9 +18,11 @@ from mlsteps_prefect.blocks import FeastSettings, MlflowSettingsBlock
 from mlsteps_prefect.cache_policies import StepCachePolicy
 from mlsteps_prefect.flows import PipelineFailed, build_flow
 from mlsteps_prefect.tasks import (
+    deploy_task,
     evaluate_task,
     featurise_task,
     mlsteps_task,
+    monitor_task,
     register_task,
     retry_unless_config_or_gate,
     train_task,
@@ -39,9 +41,11 @@ __all__ = [
     "StepCachePolicy",
     "__version__",
     "build_flow",
+    "deploy_task",
     "evaluate_task",
     "featurise_task",
     "mlsteps_task",
+    "monitor_task",
     "register_task",
     "retry_unless_config_or_gate",
     "train_task",

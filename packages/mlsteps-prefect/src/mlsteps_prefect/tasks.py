@@ -264,13 +264,17 @@ featurise_task = mlsteps_task("featurise")
 train_task = mlsteps_task("train")
 evaluate_task = mlsteps_task("evaluate")
 register_task = mlsteps_task("register")
+deploy_task = mlsteps_task("deploy")
+monitor_task = mlsteps_task("monitor")
 
 __all__ = [
     "NOT_RETRIED",
     "cached_run_recorder",
+    "deploy_task",
     "evaluate_task",
     "featurise_task",
     "mlsteps_task",
+    "monitor_task",
     "publish_reports",
     "register_task",
     "retry_unless_config_or_gate",
