@@ -221,6 +221,12 @@ def test_cli_retrains_only_on_drift_and_lineage_names_the_report(project: Path) 
     assert {r.run_key.pipeline for r in recorder.records(calm["monitor"]["run_id"])} == {"tiny_monitor"}
 
     before = set(recorder.runs())
+    # The labelled drifted batch lands in the training table (the data platform's job),
+    # so the retraining run trains on it; with unchanged data it would reproduce v1.
+    train = project / "data" / "train.parquet"
+    pd.concat([pd.read_parquet(train), pd.read_parquet(project / "data" / "drifted.parquet")]).to_parquet(
+        train, index=False
+    )
     drifted = invoke(project, "drifted.parquet")
     assert drifted["verdict"] == "drift"
     retrain = drifted["retrain"]
@@ -238,3 +244,16 @@ def test_cli_retrains_only_on_drift_and_lineage_names_the_report(project: Path) 
     monitor_record = recorder.records(drifted["monitor"]["run_id"])[0]
     assert monitor_record.outputs["report"].ref["uri"] == drifted["report"]["uri"]
     assert records[0].trigger["monitor_record"] == monitor_record.record_id
+
+    # The retraining run registered a new version and (promote: true, thresholds met)
+    # moved the champion alias onto it; the version is tagged with the drift report.
+    from mlflow import MlflowClient
+
+    db = f"sqlite:///{project / 'art' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=db, registry_uri=db)
+    register = next(r for r in records if r.step_type == "register")
+    new_version = register.outputs["model_version"].ref["version"]
+    assert new_version != "1"
+    champion = client.get_model_version_by_alias("tiny", "champion")
+    assert str(champion.version) == new_version
+    assert champion.tags["mlsteps.trigger"] == drifted["report"]["uri"]
