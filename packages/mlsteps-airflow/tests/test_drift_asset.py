@@ -129,3 +129,70 @@ def test_build_dag_gives_monitor_steps_the_drift_alias(tmp_path: Path) -> None:
     (outlet,) = dag.task_dict["monitor"].outlets
     assert outlet.name == "mlsteps.drift-alias.penguins"
     assert type(dag.task_dict["monitor"]).__name__ == "MonitorOperator"
+
+
+def test_drift_sensor_starts_the_run_and_steps_record_the_report(tmp_path: Path, dag_file: Any) -> None:
+    """The sensor variant: a drift report in lineage (written by the real monitor step) releases the DAG."""
+    from airflow_testing import lineage_records, write_spec
+
+    from mlsteps.context import RunKey, build_context
+    from mlsteps.step import execute_step
+    from mlsteps.steps.monitor import MonitorStep
+
+    art = tmp_path / "art"
+    reference = write(tmp_path / "reference.parquet", 0.0, 1)
+    ctx = build_context(RunKey(pipeline="cron_monitor", run_id="m1", step="monitor"), artifact_root=str(art))
+    result = execute_step(
+        MonitorStep,
+        ctx,
+        {"reference": str(reference), "current": str(write(tmp_path / "d.parquet", 8.0, 4))},
+        {},
+    )
+    report = result.outputs["report"]
+    spec = write_spec(
+        tmp_path,
+        f"""\
+        name: toy_retrain
+        defaults:
+          artifact_root: {art}
+        steps:
+          source:
+            uses: toy_source
+            config: {{count: 10}}
+          total:
+            uses: toy_sum
+            config: {{min_sum: 40}}
+            inputs: {{dataset: source.dataset}}
+        """,
+    )
+    dag = dag_file(
+        f"""
+        from mlsteps_airflow import build_dag
+
+        dag = build_dag(
+            {str(spec)!r},
+            wait_for_drift={{"after": "2000-01-01T00:00:00+00:00", "poke_interval": 1, "timeout": 30}},
+        )
+        """
+    )
+    sensor = dag.task_dict["wait_for_drift"]
+    assert dag.task_dict["source"].upstream_task_ids == {"wait_for_drift"}
+    # A report older than `after` does not count.
+    sensor.after = "2999-01-01T00:00:00+00:00"
+    assert sensor.poke({"run_id": "manual__t"}).is_done is False
+    sensor.after = "2000-01-01T00:00:00+00:00"
+
+    run = dag.test()
+
+    assert task_states(run) == {"wait_for_drift": "success", "source": "success", "total": "success"}
+    released = xcoms("toy_retrain", run.run_id)[("wait_for_drift", "return_value")]
+    assert released["report"]["uri"] == report.uri
+    records = lineage_records(art, run.run_id)
+    assert [r.run_key.step for r in records] == ["source", "total"]
+    for record in records:
+        assert record.trigger is not None
+        assert (record.trigger["kind"], record.trigger["report"], record.trigger["monitor_run_id"]) == (
+            "drift",
+            report.uri,
+            "m1",
+        )

@@ -245,6 +245,16 @@ def test_cli_retrains_only_on_drift_and_lineage_names_the_report(project: Path) 
     assert monitor_record.outputs["report"].ref["uri"] == drifted["report"]["uri"]
     assert records[0].trigger["monitor_record"] == monitor_record.record_id
 
+    # Sensors find the same report in lineage and build the same trigger.
+    from mlsteps.triggers import drift_reports
+
+    found = drift_reports(str(project / "art"), model="tiny")
+    assert found[-1].report.uri == drifted["report"]["uri"]
+    assert found[-1].trigger() == records[0].trigger
+    assert calm["report"]["uri"] not in {d.report.uri for d in found}
+    assert drift_reports(str(project / "art"), model="other") == []
+    assert drift_reports(str(project / "art"), after=found[-1].finished_at) == []
+
     # The retraining run registered a new version and (promote: true, thresholds met)
     # moved the champion alias onto it; the version is tagged with the drift report.
     from mlflow import MlflowClient

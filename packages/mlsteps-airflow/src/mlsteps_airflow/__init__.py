@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         TrainOperator,
         ValidateOperator,
     )
+    from mlsteps_airflow.sensors.drift import DriftSensor
     from mlsteps_airflow.sensors.model import ModelAliasSensor
 
 try:
@@ -48,6 +49,7 @@ _LAZY = {
     "MlflowHook": "mlsteps_airflow.hooks.mlflow",
     "MlstepsOperator": "mlsteps_airflow.operators.mlsteps",
     "ModelAliasSensor": "mlsteps_airflow.sensors.model",
+    "DriftSensor": "mlsteps_airflow.sensors.drift",
     "ValidateOperator": "mlsteps_airflow.operators.mlsteps",
     "FeaturiseOperator": "mlsteps_airflow.operators.mlsteps",
     "TrainOperator": "mlsteps_airflow.operators.mlsteps",
@@ -57,6 +59,7 @@ _LAZY = {
 
 __all__ = [
     "DeployOperator",
+    "DriftSensor",
     "EvaluateOperator",
     "FeaturiseOperator",
     "MlflowHook",

@@ -33,6 +33,7 @@ def build_dag(
     mlflow_conn_id: str | None = None,
     execution: Literal["local", "kubernetes"] = "local",
     pod: PodSettings | Mapping[str, Any] | None = None,
+    wait_for_drift: Mapping[str, Any] | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """Turn ``pipeline.yaml`` into a DAG with one task per step.
@@ -60,6 +61,11 @@ def build_dag(
         execution: ``local`` runs each step inside the Airflow worker;
             ``kubernetes`` runs each step in its own pod with
             ``KubernetesPodOperator`` (needs ``mlsteps-airflow[kubernetes]``).
+        wait_for_drift: Start each run with a
+            :class:`~mlsteps_airflow.sensors.drift.DriftSensor` (task ``wait_for_drift``)
+            built from these arguments (``model``, ``poke_interval``, ``mode``...);
+            every step waits for it and records its drift report as the
+            lineage trigger. The sensor variant of ``schedule=[drift_asset(name)]``.
         pod: With ``execution="kubernetes"``: a
             :class:`~mlsteps_airflow.kubernetes.PodSettings` (or its fields as a
             dict): image, spec path in the image, namespace, secrets...
@@ -89,7 +95,21 @@ def build_dag(
         raise ValueError(f"execution must be 'local' or 'kubernetes', got {execution!r}")
     dag = DAG(dag_id or spec.name, **dag_kwargs)
     with dag:
-        add_spec_tasks(spec, artifact_root=artifact_root, mlflow_conn_id=mlflow_conn_id, pod=settings)
+        tasks = add_spec_tasks(
+            spec,
+            artifact_root=artifact_root,
+            mlflow_conn_id=mlflow_conn_id,
+            pod=settings,
+            trigger_from="wait_for_drift" if wait_for_drift is not None else None,
+        )
+        if wait_for_drift is not None:
+            from mlsteps_airflow.sensors.drift import DriftSensor
+
+            options = {"spec_path": str(spec.path), "artifact_root": artifact_root, **dict(wait_for_drift)}
+            sensor = DriftSensor(task_id="wait_for_drift", **options)
+            for step_id, task in tasks.items():
+                if not spec.steps[step_id].upstream:
+                    sensor >> task
     return dag
 
 
@@ -99,6 +119,7 @@ def add_spec_tasks(
     artifact_root: str | None = None,
     mlflow_conn_id: str | None = None,
     pod: PodSettings | None = None,
+    trigger_from: str | None = None,
 ) -> dict[str, BaseOperator]:
     """Create one operator per spec step in the current DAG context; return them by step id.
 
@@ -127,6 +148,8 @@ def add_spec_tasks(
             for upstream in resolved.upstream:
                 tasks[upstream] >> tasks[step_id]
             continue
+        if trigger_from is not None:
+            extra["trigger_from"] = trigger_from
         tasks[step_id] = operator_cls(
             task_id=step_id,
             spec_path=str(spec.path),

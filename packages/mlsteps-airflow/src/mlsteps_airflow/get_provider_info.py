@@ -25,7 +25,12 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": INTEGRATION, "python-modules": ["mlsteps_airflow.operators.mlsteps"]}
         ],
-        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["mlsteps_airflow.sensors.model"]}],
+        "sensors": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["mlsteps_airflow.sensors.model", "mlsteps_airflow.sensors.drift"],
+            }
+        ],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": ["mlsteps_airflow.hooks.mlflow"]}],
         "connection-types": [
             {"hook-class-name": "mlsteps_airflow.hooks.mlflow.MlflowHook", "connection-type": "mlflow"}

@@ -149,16 +149,11 @@ def monitor(
 
 def _trigger(report: ReportRef, summary: RunSummary, record_id: str | None, pipeline: str) -> dict[str, Any]:
     """What the retraining run records as the reason it ran."""
-    return {
-        "kind": "drift",
-        "report": report.uri,
-        "report_hash": report.content_hash,
-        "html": report.html_uri,
-        "monitor_pipeline": pipeline,
-        "monitor_run_id": summary.run_id,
-        "monitor_record": record_id,
-        "reasons": list(report.summary.get("reasons", [])),
-    }
+    from mlsteps.triggers import drift_trigger
+
+    return drift_trigger(
+        report, monitor_pipeline=pipeline, monitor_run_id=summary.run_id, monitor_record=record_id
+    )
 
 
 def _print_report(console: Any, report: ReportRef) -> None:

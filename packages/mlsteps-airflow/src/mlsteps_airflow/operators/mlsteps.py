@@ -76,6 +76,8 @@ class MlstepsOperator(BaseOperator):
             fields set here win over the connection and the spec defaults.
         mlflow_conn_id: An Airflow connection of type ``mlflow`` to take the
             tracking URI and token from (see :class:`~mlsteps_airflow.hooks.mlflow.MlflowHook`).
+        trigger_from: Task id of a :class:`~mlsteps_airflow.sensors.drift.DriftSensor`
+            whose drift report this run records as its lineage ``trigger``.
         **kwargs: Passed to ``BaseOperator`` (``task_id``, ``retries``, ``pool``...).
 
     Example:
@@ -106,9 +108,11 @@ class MlstepsOperator(BaseOperator):
         base_dir: str | os.PathLike[str] | None = None,
         mlflow: MlflowSettings | Mapping[str, Any] | None = None,
         mlflow_conn_id: str | None = None,
+        trigger_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.trigger_from = trigger_from
         self.step = step if step is not None else self.step_type
         self.config = config
         self.inputs = inputs if inputs is not None else {}
@@ -134,6 +138,9 @@ class MlstepsOperator(BaseOperator):
             from mlsteps_airflow.assets import drift_trigger
 
             trigger = drift_trigger(context)
+            if trigger is None and self.trigger_from:
+                found = ti.xcom_pull(task_ids=self.trigger_from)
+                trigger = found.get("trigger") if isinstance(found, dict) else None
             if trigger is not None:
                 ctx.set_trigger(trigger)
             self.log.info("running mlsteps step %r (%s) as %s", step_cls.name, self.task_id, run_key)
