@@ -46,6 +46,7 @@ write_step_plugin(
         "toy_file": "airflow_toysteps:ToyFile",
         "toy_publish": "airflow_toysteps:ToyPublish",
         "toy_probe": "airflow_toysteps:ToyProbe",
+        "flaky_register": "airflow_toysteps:FlakyRegister",
     },
 )
 _extra_path = [str(PLUGIN_SITE), str(TESTS_DIR)]

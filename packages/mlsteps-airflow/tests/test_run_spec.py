@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from airflow_testing import lineage_records, task_states, write_spec, xcoms
 
 TOY_SPEC = """\
@@ -114,3 +115,55 @@ def test_unexpected_errors_are_retried(tmp_path: Path, dag_file: Any) -> None:
     records = lineage_records(tmp_path / "art", dag_run.run_id)
     assert [(r.run_key.attempt, r.status) for r in records] == [(1, "failed"), (2, "failed")]
     assert "ZeroDivisionError: boom" in (records[0].error or "")
+
+
+@pytest.mark.slow
+def test_a_retried_register_task_does_not_duplicate_the_version(tmp_path: Path, dag_file: Any) -> None:
+    """Try 1 registers and then dies; Airflow's try 2 finds that version instead of making another."""
+    rows = ["x1,x2,y"] + [
+        f"{i % 7},{(i * 3) % 5},{'a' if (i % 7) + (i * 3) % 5 > 5 else 'b'}" for i in range(120)
+    ]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    spec = write_spec(
+        tmp_path,
+        """\
+        name: flaky_registry
+        defaults: {artifact_root: art}
+        steps:
+          source: {uses: toy_file, config: {path: train.csv}}
+          train:
+            config: {estimator: sklearn.tree.DecisionTreeClassifier, target: y, seed: 0}
+            inputs: {dataset: source.dataset}
+          evaluate:
+            config: {target: y, thresholds: {accuracy: ">= 0.5"}}
+            inputs: {model: train.model, dataset: train.test_data}
+          register:
+            uses: flaky_register
+            retries: 1
+            config: {name: flaky, promote: true}
+            inputs: {model: train.model, evaluation: evaluate.report}
+        """,
+    )
+    dag = dag_file(
+        f"""
+        from datetime import timedelta
+        from mlsteps_airflow.dag import build_dag
+
+        dag = build_dag({str(spec)!r}, default_args={{"retry_delay": timedelta(seconds=0)}})
+        """
+    )
+
+    dag_run = dag.test()
+
+    assert task_states(dag_run) == dict.fromkeys(["source", "train", "evaluate", "register"], "success")
+    assert dag_run.get_task_instance("register").try_number == 2
+    records = [r for r in lineage_records(tmp_path / "art", dag_run.run_id) if r.run_key.step == "register"]
+    assert [(r.run_key.attempt, r.status) for r in records] == [(1, "failed"), (2, "succeeded")]
+    assert "worker lost after registering" in (records[0].error or "")
+    from mlflow import MlflowClient
+
+    db = f"sqlite:///{tmp_path / 'art' / 'mlflow.db'}"
+    versions = MlflowClient(tracking_uri=db, registry_uri=db).search_model_versions("name='flaky'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert records[1].outputs["model_version"].ref["version"] == "1"
+    assert records[1].outputs["model_version"].ref["metadata"]["reused"] is True
