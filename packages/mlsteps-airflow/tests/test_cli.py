@@ -93,7 +93,7 @@ def test_example_dag_has_no_import_errors(tmp_path: Path, airflow_db: Path) -> N
     )
     parsed = json.loads(_run([sys.executable, "-c", code], env).strip().splitlines()[-1])
     assert parsed["dags"] == ["penguins"]
-    assert parsed["tasks"] == ["evaluate", "featurise", "register", "train", "validate"]
+    assert parsed["tasks"] == ["deploy", "evaluate", "featurise", "register", "train", "validate"]
     errors = _json_tail(
         _run([str(BIN / "airflow"), "dags", "list-import-errors", "--local", "-o", "json"], env)
     )
