@@ -48,8 +48,8 @@ demo: env ## Run the example end to end (embedded SQLite MLflow), serve it, pred
 
 .PHONY: lint
 lint: envs ## ruff (lint + format check) and mypy (strict) over packages/, each adapter in its own environment.
-	$(VENV)/bin/ruff check packages tests examples
-	$(VENV)/bin/ruff format --check packages tests examples
+	$(VENV)/bin/ruff check packages tests examples scripts
+	$(VENV)/bin/ruff format --check packages tests examples scripts
 	$(VENV)/bin/mypy packages/mlsteps/src
 	for a in $(ADAPTERS); do .venvs/$$a/bin/mypy packages/mlsteps-$$a/src; done
 
