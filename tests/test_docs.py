@@ -38,11 +38,13 @@ def yaml_samples() -> list[tuple[str, str]]:
     return found
 
 
-def test_config_reference_is_current() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_config_reference.py"), "--check"], check=False
-    )
-    assert out.returncode == 0, "docs/reference/config.md is stale: run scripts/gen_config_reference.py"
+@pytest.mark.parametrize(
+    ("script", "page"),
+    [("gen_config_reference.py", "reference/config.md"), ("gen_troubleshooting.py", "troubleshooting.md")],
+)
+def test_generated_pages_are_current(script: str, page: str) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--check"], check=False)
+    assert out.returncode == 0, f"docs/{page} is stale: run scripts/{script}"
 
 
 SAMPLES = yaml_samples()
