@@ -531,6 +531,10 @@ from mlsteps.cli_deploy import deploy_group as _deploy_group  # noqa: E402 - att
 
 main.add_command(_deploy_group)
 
+from mlsteps.cli_init import init as _init_command  # noqa: E402 - attached after `main` exists
+
+main.add_command(_init_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

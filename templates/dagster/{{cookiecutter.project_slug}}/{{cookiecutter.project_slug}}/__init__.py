@@ -1,0 +1,1 @@
+"""{{ cookiecutter.project_name }}: an mlsteps pipeline (``pipeline.yaml`` in the project directory)."""
