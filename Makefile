@@ -70,6 +70,11 @@ $(addprefix test-,$(ADAPTERS)): test-%: env-% ## An adapter's tests in its own e
 .PHONY: test
 test: lint docs test-core $(addprefix test-,$(ADAPTERS)) ## Everything CI runs.
 
+.PHONY: bench
+bench: envs ## Benchmarks (parse cost, caching, drift vs Evidently) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
+	cd benchmarks && ../$(VENV)/bin/python run.py
+	$(if $(BENCH_QUICK),@echo "BENCH_QUICK: drift.py (1M rows, several minutes) skipped",cd benchmarks && ../$(VENV)/bin/python drift.py)
+
 .PHONY: clean
 clean: ## Remove environments, caches and demo outputs.
 	rm -rf $(VENV) .venvs site .pytest_cache .mypy_cache .ruff_cache examples/*/.mlsteps examples/*/data

@@ -1,0 +1,104 @@
+"""Shared measuring code: fresh processes, alternating contenders, medians, peak RSS."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+
+
+@dataclass
+class Contender:
+    name: str
+    argv: list[str]
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+    prepare: object = None  # optional callable run before each measured run (not timed)
+    walls: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+
+
+def run_once(c: Contender) -> tuple[float, float, str]:
+    """Wall seconds and peak RSS (MB, from the kernel's rusage of that child) of one fresh process."""
+    if callable(c.prepare):
+        c.prepare()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(c.argv, cwd=c.cwd, env=c.env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{c.name} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, stdout
+
+
+#: Kept for snippets that want to print their own peak; the measured RSS comes from wait4.
+PEAK_SNIPPET = "\n"
+
+
+def compare(contenders: list[Contender], *, runs: int, warmup: int = 1) -> list[str]:
+    """Run contenders alternately (warm-up first); return the output of each contender's last run."""
+    for _ in range(warmup):
+        for c in contenders:
+            run_once(c)
+    last: list[str] = ["" for _ in contenders]
+    for _ in range(runs):
+        for i, c in enumerate(contenders):
+            wall, peak, out = run_once(c)
+            c.walls.append(wall)
+            c.rss_mb.append(peak)
+            last[i] = out
+    return last
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(title: str, contenders: list[Contender], baseline: str) -> list[str]:
+    base = next(c for c in contenders if c.name == baseline)
+    rows = [
+        f"### {title}",
+        "",
+        f"| contender | median wall (s) | runs | ratio vs {baseline} | peak RSS (MB, median) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in contenders:
+        ratio = median(c.walls) / median(base.walls)
+        rss = f"{median(c.rss_mb):.0f}"
+        rows.append(f"| {c.name} | {median(c.walls):.3f} | {len(c.walls)} | {ratio:.2f} | {rss} |")
+    return [*rows, ""]
+
+
+def machine() -> list[str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return [
+        f"- machine: {platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {mem} RAM",
+        f"- Python {sys.version.split()[0]}",
+    ]
