@@ -67,6 +67,9 @@ $(addprefix test-,$(ADAPTERS)): test-%: env-% ## An adapter's tests in its own e
 	bash scripts/ensure-services.sh >/dev/null
 	.venvs/$*/bin/pytest packages/mlsteps-$*/tests $(PYTEST_ARGS)
 
+# The Prefect work-pool tests scan the rendered Job with checkov (its own env).
+test-prefect: env-scan
+
 .PHONY: test
 test: lint docs test-core $(addprefix test-,$(ADAPTERS)) ## Everything CI runs.
 

@@ -60,6 +60,7 @@ def toy_steps() -> Iterator[None]:
         testing.ToyCrash,
         prefect_teststeps.ToyAfterGate,
         prefect_teststeps.ToyLiveSource,
+        prefect_teststeps.ToyDriftReport,
     ):
         yield
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import ClassVar, Literal
 
 from mlsteps.context import RunContext
 from mlsteps.hashing import hash_file
-from mlsteps.refs import BaseRef, DatasetRef, RefKind
-from mlsteps.step import InputSpec, Step, StepResult
+from mlsteps.refs import BaseRef, DatasetRef, RefKind, ReportRef
+from mlsteps.step import InputSpec, Step, StepConfig, StepResult
 from mlsteps.storage import atomic_write_bytes
 from mlsteps.testing import SumConfig, ToySource
 
@@ -33,3 +34,28 @@ class ToyLiveSource(ToySource):
 
     name = "toy_live_source"
     cacheable = False
+
+
+class DriftConfig(StepConfig):
+    verdict: Literal["drift", "no_drift"] = "drift"
+    model: str | None = None
+
+
+class ToyDriftReport(Step[DriftConfig]):
+    """Writes a drift report as the monitor step does (``summary["verdict"]``), without the statistics."""
+
+    name = "toy_drift_report"
+    config_model = DriftConfig
+    outputs: ClassVar[dict[str, RefKind]] = {"report": "report"}
+    cacheable = False
+
+    def run(self, ctx: RunContext, config: DriftConfig, inputs: dict[str, BaseRef]) -> StepResult:
+        summary: dict[str, object] = {"verdict": config.verdict, "reasons": [f"toy says {config.verdict}"]}
+        if config.model:
+            summary["model"] = config.model
+        path = ctx.step_dir() / "drift_report.json"
+        atomic_write_bytes(path, json.dumps(summary).encode())
+        report = ReportRef(
+            uri=str(path), content_hash=hash_file(path), passed=config.verdict == "no_drift", summary=summary
+        )
+        return StepResult(outputs={"report": report})

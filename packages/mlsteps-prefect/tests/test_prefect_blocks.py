@@ -62,12 +62,23 @@ def test_mlflow_block_round_trip_keeps_the_token_secret() -> None:
 
 def test_feast_block_round_trip_keeps_the_connection_string_secret() -> None:
     FeastSettings(
-        repo_path="feature_repo", online_store_connection_string=SecretStr("redis://:pw@127.0.0.1:6379")
+        repo_path="feature_repo",
+        online_store={"type": "redis", "key_ttl_seconds": 3600},
+        online_store_connection_string=SecretStr("127.0.0.1:6379,password=pw-s3cr3t,db=3"),
     ).save("feast-roundtrip", overwrite=True)
 
     loaded = FeastSettings.load("feast-roundtrip")
 
     assert loaded.repo_path == "feature_repo"
-    assert "pw@" not in repr(loaded)
-    assert loaded.secrets()["feast_online_store"].get_secret_value() == "redis://:pw@127.0.0.1:6379"
+    assert loaded.online_store == {"type": "redis", "key_ttl_seconds": 3600}
+    assert "pw-s3cr3t" not in repr(loaded)
+    assert (
+        loaded.secrets()["feast_online_store"].get_secret_value() == "127.0.0.1:6379,password=pw-s3cr3t,db=3"
+    )
     assert FeastSettings(repo_path="r").secrets() == {}
+    with get_client(sync_client=True) as client:
+        stored = client.read_block_document_by_name(
+            "feast-roundtrip", block_type_slug="mlsteps-feast-settings", include_secrets=False
+        )
+    assert "pw-s3cr3t" not in str(stored.data)
+    assert stored.data["online_store"] == {"type": "redis", "key_ttl_seconds": 3600}

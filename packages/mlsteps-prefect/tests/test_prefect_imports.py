@@ -71,3 +71,19 @@ def test_example_flow_builds_lightly() -> None:
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found == {"name": "penguins", "heavy": []}
+
+
+def test_the_kubernetes_events_and_feast_modules_are_light() -> None:
+    code = (
+        "import json, sys\n"
+        "import mlsteps_prefect.kubernetes, mlsteps_prefect.events, mlsteps_prefect.feast\n"
+        f"heavy = {{*{HEAVY!r}, 'prefect_kubernetes', 'kubernetes_asyncio'}}\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, SecretStr
+
 from mlsteps.context import (
     DEFAULT_ARTIFACT_ROOT,
     MlflowSettings,
@@ -25,6 +27,8 @@ from mlsteps.refs import BaseRef, parse_ref
 from mlsteps.registry import get_step
 from mlsteps.step import Step, StepConfig, cache_key, check_inputs
 from mlsteps.storage import resolve_root
+from mlsteps_prefect.blocks import FEAST_SECRET
+from mlsteps_prefect.feast import FEAST_STEPS, resolve_block
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -43,6 +47,8 @@ PARAMETERS = (
     "mlflow",
     "resources",
     "pipeline",
+    "feast",
+    "trigger",
 )
 
 
@@ -109,6 +115,10 @@ class StepCall:
     mlflow: MlflowSettings
     resources: Resources
     pipeline: str | None
+    #: Secrets for the run context (never part of the config, lineage or the core cache key).
+    secrets: dict[str, SecretStr]
+    #: Why this run started (lineage ``trigger``), e.g. a drift report; see :mod:`mlsteps.triggers`.
+    trigger: dict[str, Any] | None = None
 
     @classmethod
     def from_parameters(cls, step: str | type[Step[Any]], params: Mapping[str, Any]) -> StepCall:
@@ -116,16 +126,35 @@ class StepCall:
         step_cls = resolve_step(step)
         raw_inputs = _wired_inputs(params.get("inputs"), params.get("upstream"), params.get("wiring"))
         base_dir = Path(params.get("base_dir") or Path.cwd())
+        config = params.get("config")
+        secrets: dict[str, SecretStr] = {}
+        feast = resolve_block(params.get("feast"))
+        if feast is not None:
+            if step_cls.name not in FEAST_STEPS:
+                raise ConfigError(
+                    [
+                        Problem(
+                            None, "feast", f"step {step_cls.name!r} takes no Feast settings (only featurise)"
+                        )
+                    ]
+                )
+            if isinstance(config, BaseModel):
+                config = config.model_dump(by_alias=True, exclude_unset=True)
+            config = feast.featurise_config(config)
+            secrets.update(feast.secrets())
+        trigger = params.get("trigger")
         return cls(
             step_cls=step_cls,
             step_id=params.get("step_id") or step_cls.name,
-            config=step_cls.parse_config(params.get("config")),
+            config=step_cls.parse_config(config),
             inputs=check_inputs(step_cls, raw_inputs),
             artifact_root=str(params.get("artifact_root") or DEFAULT_ARTIFACT_ROOT),
             base_dir=base_dir,
             mlflow=_mlflow(params.get("mlflow")),
             resources=_resources(params.get("resources")),
             pipeline=params.get("pipeline"),
+            secrets=secrets,
+            trigger=dict(trigger) if trigger else None,
         )
 
     def cache_key(self) -> str:
@@ -141,8 +170,13 @@ class StepCall:
         would hand each other refs into the other project's artifact root.
         """
         core = self.cache_key().removeprefix("sha256:")
-        root = hashlib.sha256(self.context_root().encode()).hexdigest()[:12]
-        return f"mlsteps-{core}-{root}"
+        scope = hashlib.sha256(self.context_root().encode())
+        secret = self.secrets.get(FEAST_SECRET)
+        if secret is not None:
+            # Another online store (same config, other connection string) is other work when the
+            # step materialises; the secret enters the key only salted and hashed.
+            scope.update(core.encode() + b"\0" + secret.get_secret_value().encode())
+        return f"mlsteps-{core}-{scope.hexdigest()[:12]}"
 
     def context_root(self) -> str:
         """The artifact root, resolved against ``base_dir`` like the run context does."""
@@ -175,13 +209,25 @@ class StepCall:
 
     def context(self, run_key: RunKey) -> RunContext:
         """The run context, built by the core as for every runner (a task may have no spec)."""
-        return build_context(
+        ctx = build_context(
             run_key,
             artifact_root=self.artifact_root,
             base_dir=self.base_dir,
             mlflow=self.mlflow,
             resources=self.resources,
         )
+        ctx.secrets.update(self.secrets)
+        if self.trigger is not None:
+            ctx.set_trigger(self.trigger)
+        return ctx
+
+    def runnable_step(self) -> type[Step[Any]]:
+        """The step class to execute: with a Feast connection string, one that adds it at run time."""
+        if FEAST_SECRET in self.secrets:
+            from mlsteps_prefect.feast import with_online_store_secret
+
+            return with_online_store_secret(self.step_cls)
+        return self.step_cls
 
 
 def parse_outputs(value: Any) -> dict[str, BaseRef]:

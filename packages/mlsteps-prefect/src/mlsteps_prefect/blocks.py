@@ -11,12 +11,17 @@ masked; they are revealed only when turned into the core's settings objects.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from mlsteps.context import MlflowSettings
+from mlsteps.errors import ConfigError, Problem
+
+#: The :attr:`mlsteps.RunContext.secrets` key holding the Feast online store's connection string.
+FEAST_SECRET = "feast_online_store"
 
 
 class MlflowSettingsBlock(Block):
@@ -63,23 +68,88 @@ class MlflowSettingsBlock(Block):
 
 
 class FeastSettings(Block):
-    """Where the Feast feature repository is and how to reach its online store.
+    """Which Feast feature repository the ``featurise`` step uses and how it reaches the online store.
 
-    ``online_store_connection_string`` (e.g. ``redis://:password@host:6379``) is
-    a secret; it is revealed only by :meth:`secrets`, for a step's run context.
+    The block only translates: at run time its fields become the ``featurise``
+    step's own config (``repo_path``, ``online_store``), so Feast logic stays in the
+    step. ``online_store`` is the non-secret part of the section (``type`` and
+    options), recorded in lineage like any config; ``online_store_connection_string``
+    (e.g. ``redis.internal:6379,password=...,ssl=true`` for Feast's Redis store) is a
+    secret: it reaches the step's config only in memory, for the run, and never
+    lineage, Prefect parameters or cache keys in clear.
+
+    Example:
+        ```python
+        from pydantic import SecretStr
+        from mlsteps_prefect import FeastSettings
+
+        FeastSettings(
+            online_store={"type": "redis"},
+            online_store_connection_string=SecretStr("redis.internal:6379,password=...,db=0"),
+        ).save("feast-prod", overwrite=True)
+        flow(feast_block="feast-prod")  # a flow built with build_flow
+        ```
     """
 
     _block_type_name: ClassVar[str] = "mlsteps Feast Settings"
     _block_type_slug: ClassVar[str] = "mlsteps-feast-settings"
-    _description: ClassVar[str] = "Feast repository path and online store connection for mlsteps steps."
+    _description: ClassVar[str] = "Feast repository path and online store for the mlsteps featurise step."
 
-    repo_path: str = Field(description="Path of the Feast feature repository (relative to the spec).")
+    repo_path: str | None = Field(
+        default=None,
+        description="Feast feature repository (relative to the spec); empty keeps the step's `repo_path`.",
+    )
+    online_store: dict[str, Any] | None = Field(
+        default=None,
+        description="Online store section replacing feature_store.yaml's, without secrets, e.g. "
+        '{"type": "redis"} or {"type": "sqlite", "path": "/data/online.db"}.',
+    )
     online_store_connection_string: SecretStr | None = Field(
-        default=None, description="Online store connection string, e.g. redis://:password@host:6379."
+        default=None,
+        description="Secret connection string of the online store (Feast's `connection_string`), e.g. "
+        "host:6379,password=...,ssl=true for Redis. Needs `online_store` with its `type`.",
     )
 
     def secrets(self) -> dict[str, SecretStr]:
         """Secrets for :attr:`mlsteps.RunContext.secrets`, under the key ``feast_online_store``."""
         if self.online_store_connection_string is None:
             return {}
-        return {"feast_online_store": self.online_store_connection_string}
+        return {FEAST_SECRET: self.online_store_connection_string}
+
+    def featurise_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The ``featurise`` step's config with this block's non-secret settings applied.
+
+        ``repo_path`` replaces the step's; ``online_store`` replaces ``online_store``
+        (or ``inline.online_store`` for a repo declared in the spec).
+
+        Raises:
+            ConfigError: The block does not fit the config (a repo path for an inline
+                repo, a connection string without an online store type).
+        """
+        merged = dict(config or {})
+        problems: list[Problem] = []
+        inline = merged.get("inline")
+        if self.repo_path is not None:
+            if inline is not None:
+                problems.append(
+                    Problem(None, "FeastSettings.repo_path", "the featurise step declares an inline repo")
+                )
+            merged["repo_path"] = self.repo_path
+        if self.online_store_connection_string is not None and not isinstance(
+            (self.online_store or {}).get("type"), str
+        ):
+            problems.append(
+                Problem(
+                    None,
+                    "FeastSettings.online_store",
+                    "a connection string needs the online store's `type`, e.g. {type: redis}",
+                )
+            )
+        if problems:
+            raise ConfigError(problems)
+        if self.online_store is not None:
+            if isinstance(inline, Mapping):
+                merged["inline"] = {**inline, "online_store": dict(self.online_store)}
+            else:
+                merged["online_store"] = dict(self.online_store)
+        return merged

@@ -22,6 +22,7 @@ from mlsteps.errors import MlstepsError
 from mlsteps.registry import BUILTIN_STEPS
 from mlsteps.spec import load_spec
 from mlsteps_prefect import tasks as _tasks
+from mlsteps_prefect.feast import FEAST_STEPS
 from mlsteps_prefect.tasks import Outputs, mlsteps_task
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def build_flow(
     name: str | None = None,
     artifact_root: str | None = None,
     mlflow_block: str | None = None,
+    feast_block: str | None = None,
     **flow_options: Any,
 ) -> Flow[..., FlowResult]:
     """Build a Prefect flow that runs the pipeline in ``spec_path``.
@@ -76,10 +78,15 @@ def build_flow(
         mlflow_block: Default for the flow's ``mlflow_block`` parameter: the name of a saved
             :class:`~mlsteps_prefect.blocks.MlflowSettingsBlock` replacing the spec's
             ``defaults.mlflow`` (default: none, use the spec).
+        feast_block: Default for the flow's ``feast_block`` parameter: the name of a saved
+            :class:`~mlsteps_prefect.blocks.FeastSettings` applied to every ``featurise`` step
+            (repo path, online store and its secret connection string).
         **flow_options: Other :class:`prefect.Flow` options (``retries``, ``task_runner``...).
 
     Returns:
-        A flow whose parameters are ``artifact_root`` and ``mlflow_block`` and whose result
+        A flow whose parameters are ``artifact_root``, ``mlflow_block``, ``feast_block`` and
+        ``trigger`` (why the run started, recorded in each step's lineage; set by
+        :func:`~mlsteps_prefect.drift_automation`) and whose result
         maps each step id to its output refs. It fails (raising :class:`PipelineFailed`)
         when any step fails; steps downstream of a failure do not run.
 
@@ -99,9 +106,19 @@ def build_flow(
     step_tasks = {sid: step_task(spec.steps[sid]) for sid in spec.order}
 
     def run_pipeline(
-        artifact_root: str | None = artifact_root, mlflow_block: str | None = mlflow_block
+        artifact_root: str | None = artifact_root,
+        mlflow_block: str | None = mlflow_block,
+        feast_block: str | None = feast_block,
+        trigger: dict[str, Any] | None = None,
     ) -> FlowResult:
-        return _run(spec, step_tasks, artifact_root=artifact_root, mlflow_block=mlflow_block)
+        return _run(
+            spec,
+            step_tasks,
+            artifact_root=artifact_root,
+            mlflow_block=mlflow_block,
+            feast_block=feast_block,
+            trigger=trigger,
+        )
 
     run_pipeline.__doc__ = spec.model.description or f"Run the mlsteps pipeline {spec.name!r}."
     return Flow(
@@ -118,6 +135,8 @@ def _run(
     *,
     artifact_root: str | None,
     mlflow_block: str | None,
+    feast_block: str | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> FlowResult:
     """The flow body: submit every step with its upstream futures, then collect the outcome."""
     if mlflow_block:
@@ -133,6 +152,9 @@ def _run(
     futures: dict[str, PrefectFuture[Outputs]] = {}
     for sid in spec.order:
         step = spec.steps[sid]
+        extra: dict[str, Any] = {"trigger": trigger}
+        if feast_block and step.step_cls.name in FEAST_STEPS:
+            extra["feast"] = feast_block
         futures[sid] = step_tasks[sid].submit(
             config=step.spec.config,
             step_id=sid,
@@ -143,6 +165,7 @@ def _run(
             mlflow=mlflow,
             resources=step.spec.resources,
             pipeline=spec.name,
+            **extra,
         )
     wait(list(futures.values()))
     results: FlowResult = {}

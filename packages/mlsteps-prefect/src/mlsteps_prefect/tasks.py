@@ -5,7 +5,9 @@ id, task run count as the attempt), calls :func:`mlsteps.execute_step`, and
 returns the output refs as JSON dicts, which is all Prefect passes on. A failed
 gate raises :class:`mlsteps.GateFailure`, so the task run ends ``Failed`` and
 every task that takes its result stays ``NotReady``; configuration and gate
-failures are never retried, anything else is retried per ``retries``.
+failures are never retried, anything else is retried per ``retries``. A report
+output saying ``verdict: drift`` emits the ``mlsteps.drift.detected`` event
+(:mod:`mlsteps_prefect.events`).
 
 Example:
     ```python
@@ -37,6 +39,7 @@ from mlsteps.refs import BaseRef, ReportRef, dump_ref
 from mlsteps.step import StepResult, execute_step
 from mlsteps_prefect._call import StepCall, parse_outputs
 from mlsteps_prefect.cache_policies import StepCachePolicy
+from mlsteps_prefect.events import emit_drift_events
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -166,6 +169,8 @@ def _step_function(step: str | type[Step[Any]]) -> Callable[..., Outputs]:
         mlflow: Any = None,
         resources: Any = None,
         pipeline: str | None = None,
+        feast: Any = None,
+        trigger: Mapping[str, Any] | None = None,
     ) -> Outputs:
         """Run one mlsteps step and return its output refs.
 
@@ -180,6 +185,10 @@ def _step_function(step: str | type[Step[Any]]) -> Callable[..., Outputs]:
             mlflow: ``mlsteps.MlflowSettings``, an ``MlflowSettingsBlock`` or a dict.
             resources: ``mlsteps.Resources`` or a dict.
             pipeline: Pipeline name for the run key (default: the flow's name).
+            feast: For ``featurise``: a :class:`~mlsteps_prefect.FeastSettings` block or a
+                saved block's name; its repo path and online store replace the config's.
+            trigger: Why this run started (recorded as the lineage ``trigger``), e.g. the
+                drift report's trigger passed by :func:`~mlsteps_prefect.drift_automation`.
 
         Returns:
             Output name -> ref as a JSON-compatible dict.
@@ -201,16 +210,19 @@ def _step_function(step: str | type[Step[Any]]) -> Callable[..., Outputs]:
                 "mlflow": mlflow,
                 "resources": resources,
                 "pipeline": pipeline,
+                "feast": feast,
+                "trigger": trigger,
             },
         )
         ctx = call.context(call.run_key())
         try:
-            result = execute_step(call.step_cls, ctx, call.config, call.inputs)
+            result = execute_step(call.runnable_step(), ctx, call.config, call.inputs)
         except GateFailure as exc:
             if isinstance(exc.report, BaseRef):
                 publish_reports(call, {"report": exc.report})
             raise
         publish_reports(call, result.outputs)
+        emit_drift_events(result.outputs, run_key=ctx.run_key, record_id=ctx.record_id)
         return {name: dump_ref(ref) for name, ref in result.outputs.items()}
 
     return run_step
