@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from mlsteps.step import StepConfig, StepResult
     from mlsteps.storage import ArtifactStore
 
-Status = Literal["succeeded", "failed", "gate_failed", "cached"]
+#: ``started`` marks an attempt in progress: written when a step starts and replaced by its final
+#: record, so an attempt killed without a chance to record a failure still shows (see :func:`interrupted`).
+Status = Literal["started", "succeeded", "failed", "gate_failed", "cached"]
 
 #: Distributions whose versions are worth recording when installed.
 TRACKED_DISTRIBUTIONS = (
@@ -190,6 +192,24 @@ class LineageRecorder:
     def runs(self) -> list[str]:
         """Run ids with lineage, oldest first."""
         return sorted({r.run_key.run_id for r in self.records()})
+
+
+def interrupted(records: Iterable[LineageRecord]) -> list[LineageRecord]:
+    """Attempts that started but never recorded an end, superseded by a later attempt of the same step.
+
+    A killed process (SIGKILL, OOM, a lost node) cannot write a ``failed`` record;
+    its ``started`` marker stays. Once a later attempt of the same step in the same
+    run exists, the marker is known to be a crashed attempt, not one still running.
+    """
+    ordered = sorted(records, key=lambda r: (r.started_at, r.record_id))
+    out = []
+    for i, rec in enumerate(ordered):
+        if rec.status != "started":
+            continue
+        key = rec.run_key.idempotency_key
+        if any(later.run_key.idempotency_key == key for later in ordered[i + 1 :]):
+            out.append(rec)
+    return out
 
 
 class LineageNode(BaseModel):

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlsteps.context import MlflowSettings, RunContext, RunKey, new_run_id
-from mlsteps.errors import GateFailure, MlstepsError
+from mlsteps.errors import ConfigError, GateFailure, MlstepsError, Problem
 from mlsteps.hashing import hash_file
 from mlsteps.lineage import LineageRecorder
 from mlsteps.step import StepResult, cache_key, execute_step
-from mlsteps.storage import ArtifactStore, is_local, to_local_path
+from mlsteps.storage import ArtifactStore, check_segment, is_local, to_local_path
 
 if TYPE_CHECKING:
     from mlsteps.refs import BaseRef
@@ -122,7 +122,7 @@ class LocalRunner:
         trigger: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
-        self.run_id = run_id or new_run_id()
+        self.run_id = check_segment(run_id, "run id") if run_id is not None else new_run_id()
         self.use_cache = use_cache
         self.store = ArtifactStore(spec.artifact_root(artifact_root))
         self.mlflow = mlflow or spec.model.defaults.mlflow
@@ -180,7 +180,13 @@ class LocalRunner:
             if sid in wanted:
                 continue
             if sid not in self.spec.steps:
-                raise MlstepsError(f"unknown step {sid!r}; expected one of {sorted(self.spec.steps)}")
+                raise ConfigError(
+                    [
+                        Problem(
+                            None, "--only", f"unknown step {sid!r}; expected one of {sorted(self.spec.steps)}"
+                        )
+                    ]
+                )
             wanted.add(sid)
             frontier.extend(self.spec.steps[sid].upstream)
         return wanted

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,6 +47,64 @@ class Defaults(BaseModel):
         DEFAULT_ARTIFACT_ROOT, description="Local path (relative to the spec) or fsspec URL for outputs."
     )
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+
+    @field_validator("artifact_root")
+    @classmethod
+    def _root_scheme(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a local path or an fsspec URL, got an empty string")
+        scheme = urlparse(value).scheme
+        if scheme and len(scheme) > 1 and scheme != "file":
+            from fsspec.registry import known_implementations, registry
+
+            if scheme not in known_implementations and scheme not in registry:
+                raise ValueError(
+                    f"unknown URL scheme {scheme!r}: expected a local path or an fsspec URL "
+                    "(s3://, gs://, abfs://, file://...)"
+                )
+        return value
+
+    @field_validator("mlflow")
+    @classmethod
+    def _mlflow_schemes(cls, value: MlflowSettings) -> MlflowSettings:
+        for name in ("tracking_uri", "registry_uri"):
+            uri = getattr(value, name)
+            if uri is not None and not mlflow_scheme_known(uri):
+                raise ValueError(
+                    f"{name}: unknown URI scheme in {uri!r}; expected http(s)://, sqlite:///, "
+                    "postgresql://, mysql://, file:// or databricks"
+                )
+        return value
+
+
+#: URI schemes MLflow's tracking and registry stores accept out of the box (SQLAlchemy
+#: dialects may add ``+driver``); plugins add theirs through entry points.
+MLFLOW_SCHEMES = frozenset(
+    {
+        "",
+        "file",
+        "http",
+        "https",
+        "sqlite",
+        "postgresql",
+        "mysql",
+        "mssql",
+        "databricks",
+        "databricks-uc",
+        "uc",
+    }
+)
+
+
+def mlflow_scheme_known(uri: str) -> bool:
+    """Whether MLflow has a store for ``uri``'s scheme (built in, or from an installed plugin)."""
+    from importlib import metadata
+
+    scheme = uri.split(":", 1)[0] if uri.startswith("databricks") else urlparse(uri).scheme.split("+", 1)[0]
+    if scheme in MLFLOW_SCHEMES:
+        return True
+    groups = ("mlflow.tracking_store", "mlflow.model_registry_store")
+    return any(ep.name == scheme for group in groups for ep in metadata.entry_points(group=group))
 
 
 class StepSpec(BaseModel):

@@ -188,7 +188,9 @@ def execute_step(
     """Validate, run and record one step: the single entry point for all adapters.
 
     Records one lineage record whatever happens (succeeded, failed, gate_failed)
-    and re-raises errors unchanged, so each orchestrator fails in its own way.
+    and re-raises errors unchanged, so each orchestrator fails in its own way. The
+    record is first written as ``started`` and replaced at the end, so a killed
+    attempt leaves its ``started`` marker behind.
     """
     cfg = step_cls.parse_config(config)
     refs = check_inputs(step_cls, inputs)
@@ -196,6 +198,23 @@ def execute_step(
     status: Status = "failed"
     error: str | None = None
     result: StepResult | None = None
+    key = cache_key(step_cls, cfg, refs)
+    if ctx.lineage is not None:
+        # A `started` marker at the path the final record replaces: an attempt killed before it
+        # can record anything (SIGKILL, OOM) still leaves a trace in lineage.
+        ctx.lineage.record(
+            ctx,
+            step_type=step_cls.name,
+            step_version=step_cls.version,
+            config=cfg,
+            inputs=refs,
+            result=None,
+            status="started",
+            error=None,
+            started=started,
+            finished=started,
+            cache_key=key,
+        )
     try:
         result = step_cls().run(ctx, cfg, refs)
         missing = set(step_cls.outputs) - set(result.outputs)
@@ -225,5 +244,5 @@ def execute_step(
                 error=error,
                 started=started,
                 finished=time.time(),
-                cache_key=cache_key(step_cls, cfg, refs),
+                cache_key=key,
             )

@@ -55,6 +55,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def check_segment(value: str, what: str) -> str:
+    """``value`` if it is usable as one path segment under the root (a run id, a step id), else ConfigError.
+
+    Such values come from users and orchestrators and become directory names:
+    ``../../etc`` must not write outside the artifact root.
+    """
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0") or not value.isprintable():
+        from mlsteps.errors import ConfigError
+
+        raise ConfigError(
+            f"{what} {value!r} cannot name a directory under the artifact root: expected a non-empty "
+            "name without '/', '\\', control characters, and not '.' or '..'"
+        )
+    return value
+
+
 class ArtifactStore:
     """Read and write artifacts under one root (local path or fsspec URL)."""
 
@@ -69,7 +85,12 @@ class ArtifactStore:
         return is_local(self.root)
 
     def uri(self, *parts: str) -> str:
-        """The URI of ``parts`` joined under the root."""
+        """The URI of ``parts`` joined under the root; a ``..`` segment, which would leave it, is refused."""
+        for part in parts:
+            if ".." in part.replace("\\", "/").split("/"):
+                from mlsteps.errors import ConfigError
+
+                raise ConfigError(f"artifact path {part!r} would leave the artifact root {self.root}")
         return "/".join([self.root, *(p.strip("/") for p in parts if p)])
 
     def local_dir(self, *parts: str) -> Path:

@@ -56,6 +56,9 @@ STOP_GRACE_S = 10.0
 _POLL_S = 0.25
 #: Handles of servers this process started, so they can be reaped (no zombies, no ResourceWarning).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: Environment variable naming the deployment directory a server was started for; it lets a later
+#: deploy find a server whose starter was killed before recording it in the state file.
+SERVER_MARKER = "MLSTEPS_LOCAL_DEPLOYMENT"
 
 
 class LocalTargetConfig(BaseModel):
@@ -170,6 +173,31 @@ def stop_server(server: LocalServer, *, grace_s: float = STOP_GRACE_S) -> bool:
             break
         time.sleep(0.1)
     return True
+
+
+def stray_servers(directory: Path, *, keep: set[int]) -> list[int]:
+    """Server processes started for ``directory`` whose pids are not in ``keep`` (Linux ``/proc``).
+
+    A server is recognised by :data:`SERVER_MARKER` in its environment naming
+    ``directory``, and must lead its own session as every server started here does.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    marker = f"{SERVER_MARKER}={directory}".encode()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in keep:
+            continue
+        pid = int(entry.name)
+        try:
+            environ = (entry / "environ").read_bytes()
+            leader = os.getsid(pid) == pid
+        except OSError:
+            continue  # gone, or not ours
+        if leader and marker in environ.split(b"\0") and process_start_id(pid) is not None:
+            found.append(pid)
+    return found
 
 
 def free_port(host: str) -> int:
@@ -560,6 +588,7 @@ class LocalTarget(Target):
         # `python -m uvicorn` of this interpreter; its bin/ also goes first on PATH for anything it spawns.
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+        env[SERVER_MARKER] = str(state_file.directory())
         logs = state_file.directory() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"v{model.version}-{port}.log"
@@ -667,12 +696,22 @@ class LocalTarget(Target):
             )
 
     def _cleanup(self, state_file: StateFile, state: DeploymentState) -> None:
-        """Stop what an earlier deploy left behind: a crashed attempt's candidate, retired servers."""
+        """Stop what an earlier deploy left behind: a crashed attempt's candidate, retired servers.
+
+        Also servers no state records: started by an attempt killed before it could
+        save the candidate. Callers hold the deployment's lock, so no deploy that could
+        still record such a server is running.
+        """
         leftovers = []
         candidate = self._server(state, "candidate")
         if candidate is not None:
             leftovers.append(candidate)
         leftovers += [LocalServer.model_validate(s) for s in state.runtime.get("retiring") or []]
+        live = self._server(state, "live")
+        recorded = {server.pid for server in [*leftovers, *([live] if live is not None else [])]}
+        for pid in stray_servers(state_file.directory(), keep=recorded):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         if not leftovers:
             return
         for server in leftovers:

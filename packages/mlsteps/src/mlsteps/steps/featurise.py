@@ -326,7 +326,16 @@ class FeaturiseStep(Step[FeaturiseConfig]):
         assert isinstance(source, DatasetRef)
         repo = _inline_repo_dir(ctx, config.inline) if config.inline else _repo_dir(ctx, config)
         entity_df = _entity_df(read_dataframe(source), source.uri, config)
+        from filelock import FileLock
 
+        # One featurise at a time per repo on this machine: Feast's file registry has no locking,
+        # and a feature view left MATERIALIZING can then only be a crashed run's.
+        with FileLock(str(repo / ".mlsteps-featurise.lock")):
+            return self._run_locked(ctx, config, repo, entity_df)
+
+    def _run_locked(
+        self, ctx: RunContext, config: FeaturiseConfig, repo: Path, entity_df: pd.DataFrame
+    ) -> StepResult:
         require("feast")
         store = _feature_store(repo, config)
         project = store.project
@@ -337,6 +346,7 @@ class FeaturiseStep(Step[FeaturiseConfig]):
                 else _load_repo_contents(repo, store.project)
             )
             _apply_repo(store, repo, contents, ctx)
+        _reset_stuck_materializing(store, ctx)
         with _feast_errors("looking up the feature service"):
             request: Any = (
                 store.get_feature_service(config.feature_service)
@@ -707,10 +717,65 @@ def _apply_repo(store: Any, repo: Path, contents: Any, ctx: RunContext) -> None:
     """
     from feast.repo_operations import apply_total_with_repo_instance
 
+    _set_aside_torn_registry(store, repo, ctx)
     with _feast_errors(f"applying {repo}"), _log_stdout(ctx, "apply"):
         apply_total_with_repo_instance(
             store, store.project, store.registry, contents, skip_source_validation=False
         )
+
+
+def _set_aside_torn_registry(store: Any, repo: Path, ctx: RunContext) -> None:
+    """Move a file registry that no longer parses aside, so the apply that follows rebuilds it.
+
+    Feast writes its file registry in place (truncate, then write): a process killed
+    mid-write leaves a torn file that fails every later run with a DecodeError. The
+    apply about to run re-registers every definition; only materialisation progress
+    is lost (the next materialisation starts from the beginning).
+    """
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+
+    config = store.config.registry
+    raw = config if isinstance(config, str) else getattr(config, "path", None)
+    if getattr(config, "registry_type", "file") != "file" or not isinstance(raw, str) or "://" in raw:
+        return
+    path = Path(raw) if Path(raw).is_absolute() else repo / raw
+    if not path.is_file():
+        return
+    try:
+        RegistryProto().ParseFromString(path.read_bytes())
+    except DecodeError:
+        aside = path.with_name(f"{path.name}.torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}")
+        os.replace(path, aside)
+        ctx.logger.warning("featurise: the Feast registry %s was torn by a crash; moved to %s", path, aside)
+
+
+def _reset_stuck_materializing(store: Any, ctx: RunContext) -> None:
+    """Release feature views a killed run left in Feast's MATERIALIZING state.
+
+    Feast marks a view MATERIALIZING in the registry while it materialises and
+    refuses to serve it meanwhile; a process killed mid-way never clears the mark,
+    and every later retrieval fails. Under the repo lock no other run of this step
+    materialises, so the mark is stale: the view goes back to AVAILABLE_ONLINE if it
+    was materialised before, else to the neutral state a new view has.
+    """
+    from feast.feature_view import FeatureViewState
+
+    with _feast_errors("checking feature view states"):
+        for view in store.list_feature_views(allow_cache=False):
+            if getattr(view, "state", None) != FeatureViewState.MATERIALIZING:
+                continue
+            view.state = (
+                FeatureViewState.AVAILABLE_ONLINE
+                if view.materialization_intervals
+                else FeatureViewState.STATE_UNSPECIFIED
+            )
+            store.registry.apply_feature_view(view, store.project, commit=True)
+            ctx.logger.warning(
+                "featurise: feature view %r was left MATERIALIZING by an interrupted run; reset to %s",
+                view.name,
+                view.state.name,
+            )
 
 
 def _utc_ns(series: pd.Series) -> pd.Series:

@@ -4,6 +4,9 @@ It refuses a model whose evaluation did not pass, creates (or, on a retry, finds
 one model version per run key, waits until it is ready, tags it with its lineage
 and evaluation metrics, attaches a Markdown model card, and only then moves the
 configured aliases onto it, so an alias never points at a half-documented version.
+Promotion (``promote: true``) is a compare-and-set under a registry-wide lock: the
+champion alias moves only onto a version that beats the current champion, so
+concurrent pipelines leave it on the best of them (see :func:`promote`).
 Stages are never used: MLflow deprecated them in favour of aliases and tags.
 
 MLflow is imported only inside :meth:`RegisterStep.run`.
@@ -14,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -85,6 +90,20 @@ class RegisterConfig(StepConfig):
     description: str | None = Field(None, description="Description of the new model version.")
     await_registration_s: int = Field(
         300, ge=0, le=86_400, description="Seconds to wait for the version to become READY."
+    )
+    promote_metric: str | None = Field(
+        None,
+        min_length=1,
+        max_length=250,
+        description="Metric (from the evaluation summary) the new version must beat the current champion "
+        "on to be promoted; default the evaluation's champion-comparison metric, else the version number.",
+    )
+    greater_is_better: bool = Field(True, description="Direction of `promote_metric`.")
+    promotion_lock_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for another pipeline's promotion of the same model to finish.",
     )
 
     @field_validator("name")
@@ -213,9 +232,13 @@ class RegisterStep(Step[RegisterConfig]):
         with _mlflow_errors(f"could not tag {config.name} v{version} with its model card"):
             client.set_model_version_tag(config.name, version, MODEL_CARD_TAG, card_uri)
 
-        for alias in config.all_aliases():
-            with _mlflow_errors(f"could not set alias {alias!r} on {config.name} v{version}"):
-                client.set_registered_model_alias(config.name, alias, version)
+        for alias in config.aliases:
+            if config.promote and alias == config.champion_alias:
+                continue  # moved by promote(), compare-and-set
+            set_alias(client, config.name, alias, version)
+        promotion = (
+            promote(ctx, client, config, version=version, evaluation=evaluation) if config.promote else None
+        )
 
         with _mlflow_errors(f"could not read back {config.name} v{version}"):
             # search_model_versions returns no aliases; get_model_version does.
@@ -238,9 +261,13 @@ class RegisterStep(Step[RegisterConfig]):
         message = f"{'reused' if found is not None else 'registered'} {config.name} v{version}"
         if ref.aliases:
             message += f" @ {', '.join(ref.aliases)}"
-        return StepResult(
-            outputs={"model_version": ref}, metrics={"version": float(version)}, message=message
-        )
+        metrics = {"version": float(version)}
+        if promotion is not None:
+            ref.metadata["promotion"] = promotion.reason
+            metrics["promoted"] = float(promotion.promoted)
+            if not promotion.promoted:
+                message += f"; not promoted: {promotion.reason}"
+        return StepResult(outputs={"model_version": ref}, metrics=metrics, message=message)
 
 
 def _check_evaluation(model: ModelRef, evaluation: ReportRef) -> None:
@@ -415,6 +442,204 @@ def _link_logged_model(ctx: RunContext, client: MlflowClient, model_id: str, nam
     entry = {"name": name, "version": version}
     if entry not in links:
         client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS_TAG: json.dumps([*links, entry])})
+
+
+#: Suffix of the registered model used as the promotion lock of ``<name>`` (see :func:`promotion_lock`).
+LOCK_SUFFIX = ".mlsteps-lock"
+LOCK_OWNER_TAG = "mlsteps.lock_owner"
+LOCK_EXPIRES_TAG = "mlsteps.lock_expires"
+#: How long a promotion lock is honoured; a holder dead for longer is assumed gone and its lock broken.
+LOCK_LEASE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Whether the champion alias moved onto the new version, and why (or why not)."""
+
+    promoted: bool
+    reason: str
+
+
+def promote(
+    ctx: RunContext, client: MlflowClient, config: RegisterConfig, *, version: str, evaluation: ReportRef
+) -> Promotion:
+    """Compare-and-set the champion alias: move it onto ``version`` only if ``version`` beats the champion.
+
+    MLflow has no conditional alias update, so the read-compare-set runs under
+    :func:`promotion_lock`. "Beats" is by the promotion metric (recorded as the
+    ``metric.<name>`` tag of each version; ties go to the newer version), or by
+    version number when no metric is known: concurrent promoters therefore leave
+    the champion on the best of them, whatever order they finish in.
+    """
+    name, alias = config.name, config.champion_alias
+    metric, greater = promotion_metric(config, evaluation)
+    mine = summary_metrics(evaluation.summary).get(metric) if metric else None
+    exceptions = require("mlflow.exceptions")
+    with promotion_lock(ctx, client, name, wait_s=config.promotion_lock_s):
+        try:
+            current: ModelVersion | None = client.get_model_version_by_alias(name, alias)
+        except exceptions.MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise mlflow_backend.wrap(exc, f"could not read {name}@{alias}") from exc
+            current = None
+        except OSError as exc:
+            raise mlflow_backend.wrap(exc, f"could not read {name}@{alias}") from exc
+        decision = _beats(version, mine, current, metric=metric, greater_is_better=greater)
+        if decision.promoted and (current is None or str(current.version) != version):
+            set_alias(client, name, alias, version)
+    ctx.logger.info("register: %s", decision.reason)
+    return decision
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str, *, tries: int = 5) -> None:
+    """Point ``alias`` at ``version``, retrying MLflow's race on a brand-new alias.
+
+    MLflow's SQL store sets an alias by looking it up, then inserting or updating:
+    two pipelines setting the same new alias at once make the second insert break
+    the unique key (a BAD_REQUEST naming the constraint). Retrying turns it into an
+    update; the alias then ends on whichever set it last, as MLflow intends.
+    """
+    exceptions = require("mlflow.exceptions")
+    for attempt in range(tries):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except exceptions.MlflowException as exc:
+            text = str(exc).lower()
+            raced = "unique" in text or "integrity" in text or "duplicate key" in text
+            if not raced or attempt == tries - 1:
+                raise mlflow_backend.wrap(exc, f"could not set alias {alias!r} on {name} v{version}") from exc
+            time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
+        except OSError as exc:
+            raise mlflow_backend.wrap(exc, f"could not set alias {alias!r} on {name} v{version}") from exc
+
+
+def promotion_metric(config: RegisterConfig, evaluation: ReportRef) -> tuple[str | None, bool]:
+    """The metric promotion compares and its direction: configured, else evaluate's champion comparison."""
+    if config.promote_metric:
+        return config.promote_metric, config.greater_is_better
+    champion = evaluation.summary.get("champion")
+    comparisons = champion.get("comparisons") if isinstance(champion, dict) else None
+    if isinstance(comparisons, list) and comparisons and isinstance(comparisons[0], dict):
+        first = comparisons[0]
+        if isinstance(first.get("metric"), str):
+            return first["metric"], bool(first.get("greater_is_better", True))
+    return None, True
+
+
+def _beats(
+    version: str,
+    mine: float | None,
+    current: ModelVersion | None,
+    *,
+    metric: str | None,
+    greater_is_better: bool,
+) -> Promotion:
+    if current is None:
+        return Promotion(True, f"v{version} promoted: there was no champion")
+    held = str(current.version)
+    if held == version:
+        return Promotion(True, f"v{version} is already the champion")
+    newer = int(version) > int(held)
+    if metric is None:
+        if newer:
+            return Promotion(True, f"v{version} promoted over v{held} (newer; no promotion metric)")
+        return Promotion(False, f"champion v{held} is newer than v{version} (no promotion metric)")
+    raw = (current.tags or {}).get(_metric_tag(metric))
+    try:
+        theirs = float(raw) if raw is not None else None
+    except ValueError:
+        theirs = None
+    if mine is None:
+        return Promotion(False, f"v{version} has no {metric!r} in its evaluation; champion v{held} stays")
+    if theirs is None or not math.isfinite(theirs):
+        return Promotion(True, f"v{version} promoted over v{held}, which records no {metric!r}")
+    better = mine > theirs if greater_is_better else mine < theirs
+    if better or (mine == theirs and newer):
+        return Promotion(True, f"v{version} promoted: {metric} {mine:.6g} beats v{held}'s {theirs:.6g}")
+    return Promotion(False, f"{metric} {mine:.6g} does not beat champion v{held}'s {theirs:.6g}")
+
+
+@contextlib.contextmanager
+def promotion_lock(ctx: RunContext, client: MlflowClient, name: str, *, wait_s: float) -> Iterator[None]:
+    """Hold the registry-wide promotion lock of ``name`` (works with any MLflow tracking server).
+
+    The lock is a registered model ``<name>.mlsteps-lock``: creating a registered
+    model is atomic and fails if the name exists (a unique key in the registry's
+    database), which makes it a test-and-set. The lock records its owner (run key)
+    and an expiry; a retry of the owner's run key takes it over at once (its
+    previous attempt died holding it) and anyone breaks it once expired.
+    """
+    exceptions = require("mlflow.exceptions")
+    lock = f"{name}{LOCK_SUFFIX}"
+    key = ctx.run_key.idempotency_key
+    owner = f"{key}#{ctx.record_id}"
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            with _mlflow_errors(f"could not take the promotion lock {lock!r}"):
+                client.create_registered_model(
+                    lock,
+                    tags={LOCK_OWNER_TAG: owner, LOCK_EXPIRES_TAG: f"{time.time() + LOCK_LEASE_S:.3f}"},
+                    description=f"mlsteps: promotion of {name!r} in progress (safe to delete when none is)",
+                )
+            break
+        except BackendError as exc:
+            cause = exc.__cause__
+            # RESOURCE_DOES_NOT_EXIST: the server hit the unique key, then found no lock when it
+            # looked (its holder released it in between): contention all the same.
+            if not (
+                isinstance(cause, exceptions.MlflowException)
+                and cause.error_code
+                in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
+            ):
+                raise
+        holder, expires = _lock_holder(client, lock)
+        if holder is None:
+            continue  # released between our attempt and the look
+        if holder.split("#", 1)[0] == key or expires < time.time():
+            ctx.logger.warning("register: breaking promotion lock %s held by %s", lock, holder)
+            _delete_lock(client, lock)
+            continue
+        if time.monotonic() >= deadline:
+            raise BackendError(
+                "mlflow",
+                f"the promotion lock {lock!r} is held by {holder} for over {wait_s:.0f} s",
+                hint=f"another pipeline is promoting {name!r}; if none is, delete the registered model {lock!r}",
+            )
+        time.sleep(delay + random.uniform(0, delay))
+        delay = min(delay * 2, 1.0)
+    try:
+        yield
+    finally:
+        holder, _ = _lock_holder(client, lock)
+        if holder == owner:
+            _delete_lock(client, lock)
+
+
+def _lock_holder(client: MlflowClient, lock: str) -> tuple[str | None, float]:
+    exceptions = require("mlflow.exceptions")
+    try:
+        tags = client.get_registered_model(lock).tags or {}
+    except exceptions.MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            return None, 0.0
+        raise mlflow_backend.wrap(exc, f"could not read the promotion lock {lock!r}") from exc
+    try:
+        expires = float(tags.get(LOCK_EXPIRES_TAG, "0"))
+    except ValueError:
+        expires = 0.0
+    return tags.get(LOCK_OWNER_TAG, ""), expires
+
+
+def _delete_lock(client: MlflowClient, lock: str) -> None:
+    exceptions = require("mlflow.exceptions")
+    try:
+        client.delete_registered_model(lock)
+    except exceptions.MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise mlflow_backend.wrap(exc, f"could not release the promotion lock {lock!r}") from exc
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:

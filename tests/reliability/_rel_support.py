@@ -1,0 +1,189 @@
+"""Test-side helpers of the reliability suite: the fork-server client, kill chains, invariant checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+class ForkServer:
+    """Client of ``_rel_forkserver.py`` (see its docstring): fork a step attempt, kill it, reap it."""
+
+    def __init__(self, workdir: Path, preload: list[str]) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+        # One BLAS/OpenMP thread: forking a process with a thread pool is asking for deadlocks.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = "1"
+        env["PYTHONWARNINGS"] = "ignore"
+        self.workdir = workdir
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_rel_forkserver.py"), *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(workdir / "forkserver.log", "wb"),  # noqa: SIM115 - lives as long as the server
+            env=env,
+            cwd=str(workdir),
+        )
+        self._read(timeout_s=300)
+
+    def _read(self, timeout_s: float = 120) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        if not ready:
+            raise RuntimeError(f"fork server silent for {timeout_s} s; see {self.workdir}/forkserver.log")
+        line = self.proc.stdout.readline()
+        if not line:
+            log = (self.workdir / "forkserver.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"fork server exited:\n{log}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def _ask(self, **request: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(request) + "\n").encode())
+        self.proc.stdin.flush()
+        return self._read(timeout_s=900)
+
+    def start(self, target: str, kwargs: dict[str, Any], log: Path) -> int:
+        return int(self._ask(cmd="run", target=target, kwargs=kwargs, log=str(log))["pid"])
+
+    def wait(self, pid: int) -> int:
+        return int(self._ask(cmd="wait", pid=pid)["returncode"])
+
+    def attempt(self, kwargs: dict[str, Any], *, kill_after_s: float | None, log: Path) -> Attempt:
+        """Run one step attempt (``_rel_tasks.run_step``); SIGKILL it ``kill_after_s`` after the fork."""
+        started = time.monotonic()
+        pid = self.start("_rel_tasks:run_step", kwargs, log)
+        if kill_after_s is not None:
+            time.sleep(max(0.0, started + kill_after_s - time.monotonic()))
+            # A child that already exited is a zombie until reaped: the signal is then a no-op.
+            os.kill(pid, signal.SIGKILL)
+        code = self.wait(pid)
+        return Attempt(
+            attempt=int(kwargs["attempt"]),
+            returncode=code,
+            killed=code == -signal.SIGKILL,
+            elapsed_s=time.monotonic() - started,
+            kill_after_s=kill_after_s,
+        )
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class Attempt:
+    """One attempt of a kill chain and how it ended."""
+
+    attempt: int
+    returncode: int
+    killed: bool
+    elapsed_s: float
+    kill_after_s: float | None
+
+
+@dataclass
+class Chain:
+    """A run key's attempts: some killed at seeded delays, then one left to finish."""
+
+    seed: int
+    run_id: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def kills(self) -> int:
+        return sum(a.killed for a in self.attempts)
+
+
+def kill_delays(seed: int, count: int, duration_s: float) -> list[float]:
+    """``count`` kill delays in [0, ``duration_s``), deterministic per seed."""
+    rng = random.Random(seed)
+    return [round(rng.uniform(0.0, duration_s), 3) for _ in range(count)]
+
+
+def run_chain(
+    server: ForkServer,
+    *,
+    seed: int,
+    kwargs: dict[str, Any],
+    delays: list[float],
+    workdir: Path,
+    after_kill: Any = None,
+) -> Chain:
+    """Attempts 1..n of one run key killed after ``delays``, then attempt n+1 runs to the end.
+
+    ``after_kill(attempt)`` checks the invariants that must hold right after each kill.
+    """
+    chain = Chain(seed=seed, run_id=str(kwargs["run_id"]))
+    for number, delay in enumerate([*delays, None], start=1):
+        args = {**kwargs, "attempt": number, "result": str(workdir / f"result-{chain.run_id}-{number}.json")}
+        outcome = server.attempt(args, kill_after_s=delay, log=workdir / f"{chain.run_id}-{number}.log")
+        chain.attempts.append(outcome)
+        if outcome.killed and after_kill is not None:
+            after_kill(outcome)
+    last = chain.attempts[-1]
+    assert last.returncode == 0, (
+        f"the final attempt of {chain.run_id} failed ({last.returncode}):\n"
+        + (workdir / f"{chain.run_id}-{last.attempt}.log").read_text(errors="replace")[-4000:]
+    )
+    return chain
+
+
+def result_of(workdir: Path, chain: Chain) -> dict[str, Any]:
+    """The result JSON the chain's final attempt wrote."""
+    data: dict[str, Any] = json.loads(
+        (workdir / f"result-{chain.run_id}-{chain.attempts[-1].attempt}.json").read_text()
+    )
+    return data
+
+
+def lineage_files(root: Path) -> list[Path]:
+    return sorted((root / "lineage").glob("*/*.json"))
+
+
+def check_lineage(root: Path, chain: Chain, *, step: str) -> list[Any]:
+    """Every lineage file parses; the run key has one complete record per attempt that got there.
+
+    A SIGKILLed attempt leaves its ``started`` marker (or, killed before the marker
+    was written, nothing); the attempt that finished has one ``succeeded`` record.
+    Returns the run's records.
+    """
+    from mlsteps.lineage import LineageRecord, interrupted
+
+    records = [LineageRecord.model_validate_json(p.read_text()) for p in lineage_files(root)]
+    mine = [r for r in records if r.run_key.run_id == chain.run_id and r.run_key.step == step]
+    by_attempt: dict[int, list[Any]] = {}
+    for rec in mine:
+        by_attempt.setdefault(rec.run_key.attempt, []).append(rec)
+    final = chain.attempts[-1].attempt
+    assert [r.status for r in by_attempt.get(final, [])] == ["succeeded"], by_attempt.get(final)
+    for outcome in chain.attempts[:-1]:
+        statuses = sorted(r.status for r in by_attempt.get(outcome.attempt, []))
+        if outcome.killed:
+            # Killed: its started marker, or nothing if it died before writing it; or, if it
+            # died after writing its final record (between that and exiting), that record.
+            assert statuses in ([], ["started"], ["succeeded"]), (outcome, statuses)
+        else:
+            assert statuses == ["succeeded"], (outcome, statuses)
+    crashed = {r.run_key.attempt for r in interrupted(mine)}
+    assert crashed == {a for a, recs in by_attempt.items() if [r.status for r in recs] == ["started"]}
+    return mine
