@@ -12,7 +12,7 @@ def test_flow_builds_from_the_spec(project: Path) -> None:
     flow = load_module(project / PACKAGE / "flow.py", f"{PACKAGE}_flow").flow
 
     assert flow.name == PACKAGE
-    assert set(flow.parameters.properties) == {"artifact_root", "mlflow_block"}
+    assert set(flow.parameters.properties) == {"artifact_root", "mlflow_block", "feast_block", "trigger"}
 
 
 def test_deployment_runs_the_pipeline_and_registers_a_model(project: Path) -> None:
