@@ -69,6 +69,7 @@ $(addprefix test-,$(ADAPTERS)): test-%: env-% ## An adapter's tests in its own e
 
 # The Prefect work-pool tests scan the rendered Job with checkov (its own env).
 test-prefect: env-scan
+test-dagster: env-scan
 
 .PHONY: test
 test: lint docs test-core $(addprefix test-,$(ADAPTERS)) ## Everything CI runs.

@@ -6,11 +6,14 @@ records lineage) and maps the result back onto Dagster outputs, materialization
 metadata and, for gate steps, a blocking asset check.
 
 Asset keys are ``[*key_prefix, step_id, output_name]``, e.g. ``validate/report``;
-a step's outputs share one op, named after the step, so they run together.
+a step's outputs share one op, named after the step (``[<prefix>__]<step id>``), so
+they run together.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator  # noqa: TC003 - Dagster resolves the asset function's hints at runtime
 from typing import TYPE_CHECKING, Any
 
@@ -21,21 +24,28 @@ from mlsteps.context import RunKey
 from mlsteps.errors import ConfigError, GateFailure
 from mlsteps.refs import DatasetRef, DeploymentRef, ModelRef, ModelVersionRef, ReportRef, dump_ref, parse_ref
 from mlsteps.step import config_hash, execute_step
-from mlsteps_dagster.resources import MLFLOW_RESOURCE_KEY, MLSTEPS_RESOURCE_KEY
+from mlsteps_dagster.resources import (
+    FEAST_RESOURCE_KEY,
+    FEATURISE_STEP,
+    MLFLOW_RESOURCE_KEY,
+    MLSTEPS_RESOURCE_KEY,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from mlsteps.context import RunContext
     from mlsteps.refs import BaseRef
     from mlsteps.spec import PipelineSpec, ResolvedStep
-    from mlsteps.step import StepResult
-    from mlsteps_dagster.resources import MlflowResource, MlstepsResource
+    from mlsteps.step import StepConfig, StepResult
+    from mlsteps_dagster.resources import FeastResource, MlflowResource, MlstepsResource
 
 #: Name of the blocking asset check that carries a gate step's verdict.
 GATE_CHECK_NAME = "gate"
 #: The Dagster ``kinds`` tag every mlsteps asset carries (shown as a badge in the UI).
 ASSET_KIND = "mlsteps"
+#: Run tag holding what started a run (JSON, e.g. a drift report); steps record it as lineage ``trigger``.
+TRIGGER_TAG = "mlsteps/trigger"
 
 
 def _is_ref(_context: dg.TypeCheckContext, value: object) -> dg.TypeCheck:
@@ -60,6 +70,12 @@ MlstepsRef = dg.DagsterType(
 def output_key(step_id: str, output: str, key_prefix: Sequence[str] = ()) -> dg.AssetKey:
     """The asset key of one step output: ``[*key_prefix, step_id, output]``."""
     return dg.AssetKey([*key_prefix, step_id, output])
+
+
+def op_name(step_id: str, key_prefix: Sequence[str] = ()) -> str:
+    """The op of a step: its id, prefixed like its assets (``ml__train``) so that two
+    pipelines with the same step ids can share a code location."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", "__".join([*key_prefix, step_id]))
 
 
 def gate_output(step: ResolvedStep) -> str | None:
@@ -142,6 +158,7 @@ def build_step_asset(
     *,
     key_prefix: Sequence[str] = (),
     group_name: str | None = None,
+    op_tags: Mapping[str, Any] | None = None,
 ) -> dg.AssetsDefinition:
     """The multi-asset of one spec step: one asset per output, a blocking check if a gate.
 
@@ -150,6 +167,7 @@ def build_step_asset(
         step_id: The step's id in the spec.
         key_prefix: Prepended to every asset key.
         group_name: The Dagster asset group of the step's assets.
+        op_tags: Extra tags of the step's op, e.g. ``dagster-k8s/config`` for its pod.
 
     Returns:
         A multi-asset whose op is named after the step and runs it through
@@ -194,11 +212,15 @@ def build_step_asset(
         )
     ins = {name: dg.AssetIn(key=output_key(up, out, prefix)) for name, (up, out) in step.inputs.items()}
     retries = step.spec.retries
+    resource_keys = {MLSTEPS_RESOURCE_KEY, MLFLOW_RESOURCE_KEY}
+    if step_cls.name == FEATURISE_STEP:
+        resource_keys.add(FEAST_RESOURCE_KEY)
 
     def run_step(context: AssetExecutionContext, **inputs: Any) -> Iterator[Any]:
         ctx = step_context(context, spec, step_id)
         try:
-            result = execute_step(step_cls, ctx, step.config, inputs)
+            config = step_config(context, step)
+            result = execute_step(step_cls, ctx, config, inputs)
         except GateFailure as exc:
             yield from _gate_failed(ctx, step, exc, prefix, gate_out)
             return
@@ -211,15 +233,29 @@ def build_step_asset(
     # (``from __future__ import annotations``) leaves as a string.
     run_step.__annotations__["context"] = AssetExecutionContext
     return dg.multi_asset(
-        name=step_id,
+        name=op_name(step_id, prefix),
         outs=outs,
         check_specs=check_specs or None,
         ins=ins,
-        required_resource_keys={MLSTEPS_RESOURCE_KEY, MLFLOW_RESOURCE_KEY},
+        required_resource_keys=resource_keys,
         retry_policy=dg.RetryPolicy(max_retries=retries) if retries else None,
         description=step_cls.description or None,
-        op_tags={"mlsteps/step_type": step_cls.name},
+        op_tags={**(op_tags or {}), "mlsteps/step_type": step_cls.name},
     )(run_step)
+
+
+def step_config(context: AssetExecutionContext, step: ResolvedStep) -> StepConfig:
+    """The step's config from the spec, with the deployment's resource overrides applied.
+
+    Only ``featurise`` has overrides (:class:`~mlsteps_dagster.FeastResource`); the
+    result is validated again, so a bad override fails like a bad spec.
+    """
+    if step.step_cls.name != FEATURISE_STEP:
+        return step.config
+    feast: FeastResource = getattr(context.resources, FEAST_RESOURCE_KEY)
+    base = step.config.model_dump(mode="json", exclude_unset=True)
+    updated = feast.overrides(base)
+    return step.config if updated == base else step.step_cls.parse_config(updated)
 
 
 def step_context(context: AssetExecutionContext, spec: PipelineSpec, step_id: str) -> RunContext:
@@ -227,7 +263,8 @@ def step_context(context: AssetExecutionContext, spec: PipelineSpec, step_id: st
 
     The run key is ``dagster/<pipeline>/<dagster run id>/<step id>`` and the attempt is
     Dagster's retry number plus one; everything else comes from the spec, as in the
-    local runner, with the resources' overrides.
+    local runner, with the resources' overrides. A run started by a sensor carries
+    its reason in the ``mlsteps/trigger`` run tag, recorded as the lineage ``trigger``.
     """
     mlsteps_res: MlstepsResource = getattr(context.resources, MLSTEPS_RESOURCE_KEY)
     mlflow_res: MlflowResource = getattr(context.resources, MLFLOW_RESOURCE_KEY)
@@ -243,6 +280,14 @@ def step_context(context: AssetExecutionContext, spec: PipelineSpec, step_id: st
     )
     ctx.logger = context.log
     ctx.extra_tags = {**ctx.extra_tags, "dagster.run_id": context.run.run_id}
+    trigger = context.run.tags.get(TRIGGER_TAG)
+    if trigger:
+        try:
+            parsed = json.loads(trigger)
+        except ValueError:
+            parsed = None
+        # A hand-written tag that is not a JSON object is still worth recording.
+        ctx.set_trigger(parsed if isinstance(parsed, dict) else {"kind": "tag", "value": trigger})
     return ctx
 
 

@@ -1,0 +1,1 @@
+"""The penguins pipeline as a dg project: see defs/penguins/defs.yaml."""
