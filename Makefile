@@ -72,12 +72,19 @@ test-prefect: env-scan
 test-dagster: env-scan
 
 .PHONY: test
-test: lint docs test-core $(addprefix test-,$(ADAPTERS)) ## Everything CI runs.
+test: lint docs test-core $(addprefix test-,$(ADAPTERS)) bench-smoke ## Everything CI runs.
 
 .PHONY: bench
-bench: envs ## Benchmarks (parse cost, caching, drift vs Evidently) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
+bench: envs ## Benchmarks (parse cost, step overhead, data scale, caching, drift vs Evidently) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
 	cd benchmarks && ../$(VENV)/bin/python run.py
 	$(if $(BENCH_QUICK),@echo "BENCH_QUICK: drift.py (1M rows, several minutes) skipped",cd benchmarks && ../$(VENV)/bin/python drift.py)
+
+.PHONY: bench-smoke
+bench-smoke: envs ## Every benchmark at tiny sizes, one run, results thrown away (in `make test`, so they cannot rot).
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cd benchmarks && BENCH_SMOKE=1 BENCH_OUT="$$tmp/results.md" ../$(VENV)/bin/python run.py >/dev/null && \
+	../$(VENV)/bin/python drift.py --rows 5000 --data "$$tmp/drift" --out "$$tmp/drift.md" >/dev/null && \
+	echo "bench-smoke: every benchmark ran"
 
 .PHONY: clean
 clean: ## Remove environments, caches and demo outputs.

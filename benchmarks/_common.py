@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+#: ``make bench-smoke`` (part of ``make test``): tiny sizes, one run, results not kept.
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 
 
 @dataclass

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from _common import QUICK, ROOT, Contender, compare, table
+from _common import QUICK, ROOT, SMOKE, Contender, compare, table
 
 EXAMPLE = ROOT / "examples" / "penguins"
 MLSTEPS = str(ROOT / ".venv" / "bin" / "mlsteps")
@@ -25,11 +25,14 @@ def _project(dest: Path) -> Path:
 
 
 def main() -> list[str]:
-    runs = 2 if QUICK else 5
+    runs = 1 if SMOKE else (2 if QUICK else 5)
     with tempfile.TemporaryDirectory() as tmp:
         cold_dir = _project(Path(tmp) / "cold")
         warm_dir = _project(Path(tmp) / "warm")
-        subprocess.run([MLSTEPS, "run", "pipeline.yaml"], cwd=warm_dir, check=True, capture_output=True)
+        # The first run promotes its model to champion; the second re-does the champion
+        # comparison once against it. From then on an unchanged re-run is what we time.
+        for _ in range(2):
+            subprocess.run([MLSTEPS, "run", "pipeline.yaml"], cwd=warm_dir, check=True, capture_output=True)
 
         def fresh_root() -> None:
             shutil.rmtree(cold_dir / ".mlsteps", ignore_errors=True)
@@ -41,9 +44,10 @@ def main() -> list[str]:
             "## 4. Caching",
             "",
             f"`mlsteps run` of the penguins example without its deploy step, {runs} runs each, alternating: a",
-            "cold run on a fresh artifact root vs an unchanged re-run (validate, featurise and train served",
-            "from the cache; evaluate and register always run: the champion may have changed, and register",
-            "reaches the live registry, reusing its version). Target: <= 10 % of cold.",
+            "cold run on a fresh artifact root vs an unchanged re-run after the registry settled (two runs",
+            "first: the first promotes its model, the second compares evaluate with that new champion once).",
+            "Every step is served from the cache; evaluate and register re-read the registered model's",
+            "fingerprint first (SQLite, no MLflow import). Target: <= 10 % of cold.",
             "",
             *table("cold vs cached", [cold, warm], "cold run"),
         ]

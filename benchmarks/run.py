@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 import cache
+import overhead
 import parse
-from _common import QUICK, machine
+from _common import QUICK, SMOKE, machine
 
-OUT = Path(__file__).with_name("results.md")
+#: Smoke runs (``make bench-smoke``, in ``make test``) must not overwrite the published results.
+OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).with_name("results.md"))
 
 
 def main() -> int:
@@ -18,13 +21,14 @@ def main() -> int:
     lines = [
         "# Benchmark results",
         "",
-        f"Command: `make bench{' BENCH_QUICK=1' if QUICK else ''}`"
+        f"Command: `make {'bench-smoke' if SMOKE else 'bench'}{' BENCH_QUICK=1' if QUICK else ''}`"
         f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         *machine(),
         "- Medians of fresh-process runs; ratios are mlsteps over the hand-written baseline.",
         "",
     ]
     lines += parse.main()
+    lines += overhead.main()
     lines += cache.main()
     lines += [f"Total benchmark time: {time.time() - started:.0f} s.", ""]
     OUT.write_text("\n".join(lines))

@@ -43,6 +43,14 @@ def model_version(model: dict, evaluation: dict) -> dict:
     return {"version": "1"}
 
 
+@dg.asset
+def deployment(model_version: dict) -> dict:
+    import mlflow  # noqa: F401
+
+    return {"endpoint": "http://127.0.0.1:5001"}
+
+
 defs = dg.Definitions(
-    assets=[validated, training_set, model, evaluation, model_version], asset_checks=[evaluation_gate]
+    assets=[validated, training_set, model, evaluation, model_version, deployment],
+    asset_checks=[evaluation_gate],
 )

@@ -474,3 +474,42 @@ def test_a_crashed_attempts_candidate_is_stopped_but_a_reused_pid_is_not(reg: Re
         for proc in (orphan, stranger):
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- artifact integrity
+
+
+def test_artifacts_changed_after_registration_are_refused_even_when_forced(reg: Registry) -> None:
+    from mlsteps.deploy.base import ModelSpec
+    from mlsteps.steps.deploy import verify_registered_artifacts
+    from mlsteps.steps.register import ARTIFACT_HASH_TAG
+
+    info, run_id = _log(reg, "sklearn", c=0.5)
+    result = execute_step(
+        RegisterStep,
+        reg.ctx("tampered", step="register"),
+        {"name": NAME},
+        {
+            "model": ModelRef(uri=info.model_uri, run_id=run_id, model_id=info.model_id),
+            "evaluation": _report(reg, passed=True),
+        },
+    )
+    version = result.outputs["model_version"].version  # type: ignore[attr-defined]
+    client = configure(reg.ctx("models"))
+    recorded = client.get_model_version(NAME, version).tags[ARTIFACT_HASH_TAG]
+    local = Path(client.get_model_version_download_uri(NAME, version).removeprefix("file://"))
+    spec = ModelSpec(
+        name=NAME, version=version, model_uri=f"models:/{NAME}/{version}", artifact_hash=recorded
+    )
+    verify_registered_artifacts(reg.ctx("verify"), spec)  # intact: no error
+
+    before = StateFile(reg.ctx("check"), "iris-svc").load()
+    (local / "MLmodel").write_text((local / "MLmodel").read_text() + "\n# edited after registration\n")
+    with pytest.raises(GateFailure, match="artifacts changed since registration"):
+        verify_registered_artifacts(reg.ctx("verify"), spec)  # what Kubernetes/KServe deploys run first
+    with pytest.raises(GateFailure, match="artifacts changed since registration"):
+        deploy(reg, "tampered", model=f"models:/{NAME}/{version}", force=True)
+    after = StateFile(reg.ctx("check"), "iris-svc").load()
+    assert (after.live_version if after else None) == (before.live_version if before else None)
+    # The tampered download was thrown away: no local copy to serve it from later.
+    assert not (StateFile(reg.ctx("check"), "iris-svc").directory() / "models" / NAME / version).exists()

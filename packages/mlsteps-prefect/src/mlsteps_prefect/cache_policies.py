@@ -45,7 +45,7 @@ def cached_result_is_valid(value: Any) -> bool:
 class StepCachePolicy(CachePolicy):
     """Cache key = the core's ``cache_key(step_cls, config, inputs)`` scoped to the artifact root.
 
-    Steps with ``cacheable = False`` (register, deploy) get no key, so they always
+    Steps with ``cacheable = False`` (deploy) or ``stateful_cache`` (evaluate, register) get no key, so they always
     run and nothing is persisted. For ``cache: false`` in a spec, the flow builder
     uses Prefect's ``NO_CACHE`` instead.
 
@@ -69,7 +69,9 @@ class StepCachePolicy(CachePolicy):
             call = StepCall.from_parameters(self.step, inputs)
         except MlstepsError:
             return None  # the task run itself raises the same error, as a failed state
-        if not call.step_cls.cacheable:
+        if not call.step_cls.cacheable or call.step_cls.stateful_cache:
+            # Registry-dependent results (evaluate, register) are reused only by the local
+            # runner, which re-reads the registry state first; here they always run.
             return None
         return first_valid_key(task_ctx.result_store, call.prefect_cache_key())
 

@@ -8,6 +8,7 @@ reuse is recorded in lineage as ``cached``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -72,8 +73,12 @@ class RunCache:
     def _rel(self, key: str) -> str:
         return f"cache/{key.removeprefix('sha256:')}.json"
 
-    def get(self, key: str) -> tuple[StepResult, str] | None:
-        """The cached result and the record id that produced it, if still valid."""
+    def get(self, key: str, state: Callable[[], str | None] | None = None) -> tuple[StepResult, str] | None:
+        """The cached result and the record id that produced it, if still valid.
+
+        ``state`` (for ``stateful_cache`` steps) reads the current external state;
+        the entry is valid only if it equals the state the result recorded.
+        """
         rel = self._rel(key)
         if not self.store.exists(rel):
             return None
@@ -85,6 +90,16 @@ class RunCache:
             return None
         if not all(ref_is_intact(ref) for ref in result.outputs.values()):
             return None
+        if state is not None:
+            if result.cache_state is None:
+                return None
+            try:
+                current = state()
+            except Exception as exc:  # noqa: BLE001 - an unreadable state means "run the step"
+                log.debug("cache entry %s: cannot read the current state: %s", rel, exc)
+                return None
+            if current != result.cache_state:
+                return None
         return result, str(entry["record_id"])
 
     def put(self, key: str, result: StepResult, record_id: str) -> None:
@@ -198,7 +213,12 @@ class LocalRunner:
         cacheable = self.use_cache and step.spec.cache and step.step_cls.cacheable
         started = time.time()
         if cacheable:
-            hit = self.cache.get(key)
+            state = (
+                functools.partial(step.step_cls().cache_state, ctx, step.config, inputs)
+                if step.step_cls.stateful_cache
+                else None
+            )
+            hit = self.cache.get(key, state)
             if hit is not None:
                 result, source_record = hit
                 self.lineage.record(
@@ -252,7 +272,7 @@ class LocalRunner:
                 f"{type(exc).__name__}: {exc}",
                 ctx.record_id,
             )
-        if cacheable:
+        if cacheable and not (step.step_cls.stateful_cache and result.cache_state is None):
             self.cache.put(key, result, ctx.record_id)
         return StepOutcome(
             step.id, step.step_cls.name, "succeeded", time.time() - started, result, record_id=ctx.record_id

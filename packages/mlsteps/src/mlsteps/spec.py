@@ -239,10 +239,18 @@ def _line_map(
 class _Problems:
     """Collects problems and attaches the best-known line to each."""
 
-    def __init__(self, file: str | None, lines: dict[tuple[str, ...], int]) -> None:
+    def __init__(self, file: str | None, node: yaml.Node | None) -> None:
         self.file = file
-        self.lines = lines
+        self.node = node
+        self._lines: dict[tuple[str, ...], int] | None = None
         self.items: list[Problem] = []
+
+    @property
+    def lines(self) -> dict[tuple[str, ...], int]:
+        # Built on the first problem only: a valid spec never needs it.
+        if self._lines is None:
+            self._lines = _line_map(self.node) if self.node is not None else {}
+        return self._lines
 
     def add(self, path: str, message: str) -> None:
         parts = tuple(path.split(".")) if path else ()
@@ -259,8 +267,19 @@ class _Problems:
             self.add(p.path, p.message)
 
 
+#: libyaml's loader when PyYAML was built with it (several times faster), else the pure-Python one.
+_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SPEC_CACHE: dict[tuple[Path, str], PipelineSpec] = {}
+_SPEC_CACHE_SIZE = 64
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
-    """Read and validate ``pipeline.yaml``; raise :class:`ConfigError` listing every problem."""
+    """Read and validate ``pipeline.yaml``; raise :class:`ConfigError` listing every problem.
+
+    Results are memoised by resolved path and file content: a DAG file building
+    many pipelines from one spec, or a scheduler re-parsing it, validates it once
+    per process. Treat the returned spec as read-only (it may be shared).
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -268,22 +287,32 @@ def load_spec(path: str | Path) -> PipelineSpec:
         raise ConfigError(f"spec file not found: {p}", file=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read spec file: {exc}", file=str(p)) from None
-    return parse_spec(text, path=p.resolve())
+    key = (p.resolve(), text)
+    spec = _SPEC_CACHE.get(key)
+    if spec is None:
+        spec = parse_spec(text, path=key[0])
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
+            _SPEC_CACHE.pop(next(iter(_SPEC_CACHE)))
+        _SPEC_CACHE[key] = spec
+    return spec
 
 
 def parse_spec(text: str, *, path: Path | None = None) -> PipelineSpec:
     """Validate a spec given as YAML text (``path`` locates relative paths and errors)."""
     file = str(path) if path else None
+    loader = _YamlLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        # One parse: the node tree gives line numbers (only if there are problems), the data comes from it.
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(file, "", f"invalid YAML: {reason}", line=line)]) from None
-    lines = _line_map(node) if node is not None else {}
-    problems = _Problems(file, lines)
+    finally:
+        loader.dispose()
+    problems = _Problems(file, node)
     if not isinstance(raw, dict):
         problems.add("", f"expected a mapping with 'name' and 'steps', got {type(raw).__name__}")
         raise ConfigError(problems.items)

@@ -51,14 +51,20 @@ class StepResult:
     metrics: dict[str, float] = field(default_factory=dict)
     passed: bool | None = None
     message: str = ""
+    #: For steps with ``stateful_cache``: the state outside the inputs this result
+    #: depended on (see :meth:`Step.cache_state`); ``None`` means "do not cache".
+    cache_state: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "outputs": {k: dump_ref(v) for k, v in self.outputs.items()},
             "metrics": dict(self.metrics),
             "passed": self.passed,
             "message": self.message,
         }
+        if self.cache_state is not None:
+            out["cache_state"] = self.cache_state
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StepResult:
@@ -67,6 +73,7 @@ class StepResult:
             metrics={k: float(v) for k, v in data.get("metrics", {}).items()},
             passed=data.get("passed"),
             message=data.get("message", ""),
+            cache_state=data.get("cache_state"),
         )
 
 
@@ -86,6 +93,10 @@ class Step(ABC, Generic[C]):
     #: Whether an unchanged re-run may reuse earlier outputs (registering and
     #: deploying talk to live systems and must always run).
     cacheable: ClassVar[bool] = True
+    #: Whether the result also depends on state outside the inputs (the model registry):
+    #: a cached result is then reused only while :meth:`cache_state` still returns the
+    #: state the result recorded in :attr:`StepResult.cache_state`.
+    stateful_cache: ClassVar[bool] = False
     #: Whether this step is a quality gate whose failure stops the pipeline.
     gate: ClassVar[bool] = False
 
@@ -98,6 +109,14 @@ class Step(ABC, Generic[C]):
             return cls.config_model.model_validate(dict(raw or {}))  # type: ignore[return-value]
         except ValidationError as exc:
             raise ConfigError(validation_problems(exc, file=file, prefix=f"{cls.name}.config")) from None
+
+    def cache_state(self, ctx: RunContext, config: C, inputs: Mapping[str, BaseRef]) -> str | None:
+        """The current external state a ``stateful_cache`` step depends on (``None``: unknown).
+
+        Called before a cached result is reused, so it must be cheap and must not
+        import heavy libraries when it can avoid it.
+        """
+        return None
 
     @abstractmethod
     def run(self, ctx: RunContext, config: C, inputs: dict[str, BaseRef]) -> StepResult:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlsteps.errors import BackendError
+from mlsteps.errors import BackendError, GateFailure
+from mlsteps.hashing import hash_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,6 +65,29 @@ class ModelSpec:
     #: Where the artifacts physically live (for KServe's ``storageUri``), when known.
     storage_uri: str | None = None
     run_id: str | None = None
+    #: Hash of the artifact files recorded at registration (``mlsteps.artifact_hash``), if any.
+    artifact_hash: str | None = None
+
+
+def check_artifacts(model: ModelSpec, directory: Path) -> None:
+    """Refuse artifacts that differ from what was registered (``force`` does not override this).
+
+    A version registered outside mlsteps has no recorded hash and is not checked
+    (deploying it already needs ``force``: it has no evaluation either).
+    """
+    if model.artifact_hash is None:
+        return
+    actual = hash_path(directory)
+    if actual != model.artifact_hash:
+        raise GateFailure(
+            "deploy",
+            [
+                f"{model.model_uri}: its artifacts changed since registration (files hash to {actual}, "
+                f"registration recorded {model.artifact_hash}); nothing was deployed. Find out who changed "
+                "the artifact store, then register the model again",
+            ],
+            report=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -209,6 +233,9 @@ class Target(ABC):
     name: ClassVar[str]
     #: The strategies this target implements; the step refuses the others with a clear error.
     strategies: ClassVar[frozenset[StrategyKind]]
+    #: Whether the target checks the artifacts against ``ModelSpec.artifact_hash`` itself
+    #: (it downloads them); otherwise the deploy step does before calling :meth:`deploy`.
+    checks_artifacts: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = config

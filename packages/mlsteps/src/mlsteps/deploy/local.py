@@ -40,8 +40,9 @@ from mlsteps.deploy.base import (
     StateFile,
     StrategyKind,
     Target,
+    check_artifacts,
 )
-from mlsteps.errors import BackendError, ConfigError, Problem
+from mlsteps.errors import BackendError, ConfigError, GateFailure, Problem
 from mlsteps.hashing import hash_value
 
 if TYPE_CHECKING:
@@ -298,6 +299,7 @@ class LocalTarget(Target):
 
     name: ClassVar[str] = "local"
     strategies: ClassVar[frozenset[StrategyKind]] = frozenset({"replace"})
+    checks_artifacts: ClassVar[bool] = True
 
     def __init__(self, config: LocalTargetConfig | None = None) -> None:
         super().__init__(config or LocalTargetConfig())
@@ -731,7 +733,13 @@ class LocalTarget(Target):
         """A local copy of the version's artifacts: versions are immutable, so one download each."""
         target = state_file.directory() / "models" / model.name / model.version
         if (target / "MLmodel").is_file():
-            return target
+            try:
+                check_artifacts(model, target)
+                return target
+            except GateFailure:
+                ctx.logger.warning(
+                    "deploy: the local copy of %s changed; downloading it again", model.model_uri
+                )
         from mlsteps.backends import mlflow as mlflow_backend
 
         mlflow_backend.configure(ctx)
@@ -748,6 +756,11 @@ class LocalTarget(Target):
         if not (staging / "MLmodel").is_file():
             shutil.rmtree(staging, ignore_errors=True)
             raise BackendError("mlflow", f"{model.model_uri} has no MLmodel file: not an MLflow model")
+        try:
+            check_artifacts(model, staging)
+        except GateFailure:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
         return target

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mlsteps._imports import require
-from mlsteps.deploy.base import DeployRequest, ModelSpec, StrategyConfig, Target
+from mlsteps.deploy.base import DeployRequest, ModelSpec, StrategyConfig, Target, check_artifacts
 from mlsteps.deploy.kserve import KServeTargetConfig
 from mlsteps.deploy.kubernetes import KubernetesTargetConfig
 from mlsteps.deploy.local import LocalTargetConfig
@@ -50,6 +51,8 @@ TargetConfig = Annotated[
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 EVALUATION_TAG = "mlsteps.evaluation"
+#: Set by ``register`` (its ``ARTIFACT_HASH_TAG``): the hash of the version's artifact files.
+ARTIFACT_HASH_TAG = "mlsteps.artifact_hash"
 
 
 def load_target(kind: str) -> type[Target]:
@@ -183,6 +186,8 @@ class DeployStep(Step[DeployConfig]):
             ref = stopped
         else:
             request = prepare_request(ctx, config, inputs.get("model_version"), actor=actor)
+            if not target.checks_artifacts:
+                verify_registered_artifacts(ctx, request.model)
             ref = target.deploy(ctx, request)
         if ref.status in ("failed", "rolled_back"):
             raise BackendError(
@@ -210,6 +215,30 @@ def _message(config: DeployConfig, ref: DeploymentRef) -> str:
     verb = {"deploy": "serving", "rollback": "rolled back to"}[config.action]
     reused = " (already live)" if ref.metadata.get("reused") else ""
     return f"{config.name}: {verb} v{live}{reused} at {ref.endpoint}"
+
+
+def verify_registered_artifacts(ctx: RunContext, model: ModelSpec) -> None:
+    """Download the version's artifacts and compare them with the hash recorded at registration.
+
+    For targets that do not download the model here (Kubernetes, KServe: the pods
+    fetch it), so tampered artifacts are refused before anything is applied. The
+    pods download again later; a change in between is not detected.
+    """
+    if model.artifact_hash is None:
+        ctx.logger.warning("deploy: %s has no recorded artifact hash; not verified", model.model_uri)
+        return
+    import tempfile
+
+    from mlsteps.backends import mlflow as mlflow_backend
+
+    mlflow_backend.configure(ctx)
+    artifacts = require("mlflow.artifacts")
+    with tempfile.TemporaryDirectory(prefix="mlsteps-verify-") as tmp:
+        try:
+            artifacts.download_artifacts(artifact_uri=model.model_uri, dst_path=tmp)
+        except Exception as exc:
+            raise mlflow_backend.wrap(exc, f"could not download {model.model_uri} to verify it") from exc
+        check_artifacts(model, Path(tmp))
 
 
 def build_target(config: DeployConfig) -> Target:
@@ -302,6 +331,7 @@ def resolve_model(
         model_uri=f"models:/{name}/{version}",
         storage_uri=str(storage) if storage else None,
         run_id=mv.run_id,
+        artifact_hash=(mv.tags or {}).get(ARTIFACT_HASH_TAG),
     )
     return spec, mv
 

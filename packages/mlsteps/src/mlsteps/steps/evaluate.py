@@ -46,7 +46,7 @@ from mlsteps.steps._common import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import pandas as pd
     from mlflow import MlflowClient
@@ -70,6 +70,7 @@ _THRESHOLD = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][
 #: The comparison that holds when a threshold fails, for messages ("0.81 < threshold 0.9").
 _NEGATION = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!="}
 NO_CHAMPION_NOTE = "no champion: thresholds only"
+NO_CHAMPION_STATE = "no champion comparison"
 
 
 def parse_threshold(expression: str) -> tuple[str, float]:
@@ -156,18 +157,30 @@ class EvaluateStep(Step[EvaluateConfig]):
     description = "score a model on held-out data against thresholds and the champion"
     config_model = EvaluateConfig
     gate = True
-    # The verdict depends on the registry's current champion, which is not part of
-    # the cache key (config + input hashes): a cached verdict could be stale.
-    cacheable = False
+    # The verdict also depends on the registry's current champion: a cached verdict is
+    # reused only while the champion model's registry state is the one it was made against.
+    stateful_cache = True
     inputs: ClassVar[dict[str, InputSpec]] = {
         "model": InputSpec("model", description="The model to evaluate (train.model)."),
         "dataset": InputSpec("dataset", description="Held-out data with the target (train.test_data)."),
     }
     outputs: ClassVar[dict[str, RefKind]] = {"report": "report"}
 
+    def cache_state(
+        self, ctx: RunContext, config: EvaluateConfig, inputs: Mapping[str, BaseRef]
+    ) -> str | None:
+        """The champion model's registry fingerprint (a constant without champion comparison)."""
+        if config.champion is None:
+            return NO_CHAMPION_STATE
+        from mlsteps.backends.registry_state import model_fingerprint
+
+        return model_fingerprint(ctx, config.champion.model_name, tags=False)
+
     def run(self, ctx: RunContext, config: EvaluateConfig, inputs: dict[str, BaseRef]) -> StepResult:
         from mlsteps.backends import mlflow as backend
         from mlsteps.data import read_dataframe
+
+        state_before = self.cache_state(ctx, config, inputs)
 
         model_ref, dataset = inputs["model"], inputs["dataset"]
         assert isinstance(model_ref, ModelRef) and isinstance(dataset, DatasetRef)
@@ -261,7 +274,11 @@ class EvaluateStep(Step[EvaluateConfig]):
         _log_to_run(ctx, client, model_ref, metrics, champion, slices, report_ref, config.slice_by)
         if not passed:
             raise GateFailure(self.name, failing, report=report_ref)
-        return StepResult(outputs={"report": report_ref}, metrics=metrics, passed=True, message="passed")
+        # Cacheable only if the champion did not move while it was being compared.
+        state = state_before if state_before == self.cache_state(ctx, config, inputs) else None
+        return StepResult(
+            outputs={"report": report_ref}, metrics=metrics, passed=True, message="passed", cache_state=state
+        )
 
 
 class _Scorer:

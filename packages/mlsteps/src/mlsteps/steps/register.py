@@ -59,6 +59,8 @@ RUN_KEY_TAG = "mlsteps.run_key"
 MODEL_HASH_TAG = "mlsteps.model_hash"
 EVALUATION_TAG = "mlsteps.evaluation"
 MODEL_CARD_TAG = "mlsteps.model_card"
+#: Hash of the version's artifact files as registered: deploy checks it before serving.
+ARTIFACT_HASH_TAG = "mlsteps.artifact_hash"
 LINEAGE_TAG = "mlsteps.lineage_record"
 ATTEMPT_TAG = "mlsteps.attempt"
 METRIC_TAG_PREFIX = "metric."
@@ -177,8 +179,18 @@ class RegisterStep(Step[RegisterConfig]):
         "evaluation": InputSpec("report", description="The `evaluate` report; it must have passed."),
     }
     outputs: ClassVar[dict[str, RefKind]] = {"model_version": "model_version"}
-    # Registering changes a live registry: a re-run must reach it, never reuse a cached result.
-    cacheable = False
+    # Registering changes a live registry: a cached result is reused only while the model's
+    # registry state is exactly the one this step left behind (nothing registered, deleted,
+    # re-tagged or re-aliased since).
+    stateful_cache = True
+
+    def cache_state(
+        self, ctx: RunContext, config: RegisterConfig, inputs: Mapping[str, BaseRef]
+    ) -> str | None:
+        """The registered model's registry fingerprint."""
+        from mlsteps.backends.registry_state import model_fingerprint
+
+        return model_fingerprint(ctx, config.name)
 
     def run(self, ctx: RunContext, config: RegisterConfig, inputs: dict[str, BaseRef]) -> StepResult:
         model = inputs["model"]
@@ -207,6 +219,10 @@ class RegisterStep(Step[RegisterConfig]):
             version = _create_version(ctx, client, config, model=model, evaluation=evaluation, source=source)
         mv = _await_ready(client, config.name, version, timeout_s=config.await_registration_s)
         source_run_id = model.run_id or mv.run_id
+        if not (mv.tags or {}).get(ARTIFACT_HASH_TAG):
+            artifact_hash = artifact_tree_hash(ctx, f"models:/{config.name}/{version}")
+            with _mlflow_errors(f"could not tag {config.name} v{version} with its artifact hash"):
+                client.set_model_version_tag(config.name, version, ARTIFACT_HASH_TAG, artifact_hash)
 
         metrics = summary_metrics(evaluation.summary)
         with _mlflow_errors(f"could not tag {config.name} v{version}"):
@@ -267,7 +283,23 @@ class RegisterStep(Step[RegisterConfig]):
             metrics["promoted"] = float(promotion.promoted)
             if not promotion.promoted:
                 message += f"; not promoted: {promotion.reason}"
-        return StepResult(outputs={"model_version": ref}, metrics=metrics, message=message)
+        return StepResult(
+            outputs={"model_version": ref},
+            metrics=metrics,
+            message=message,
+            cache_state=self.cache_state(ctx, config, inputs),
+        )
+
+
+def artifact_tree_hash(ctx: RunContext, model_uri: str) -> str:
+    """Download a registered version's artifacts and hash the files (names and contents)."""
+    from mlsteps.hashing import hash_path
+
+    artifacts = require("mlflow.artifacts")
+    with tempfile.TemporaryDirectory(prefix="mlsteps-artifacts-") as tmp:
+        with _mlflow_errors(f"could not download {model_uri} to hash it"):
+            artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return hash_path(tmp)
 
 
 def _check_evaluation(model: ModelRef, evaluation: ReportRef) -> None:

@@ -1,0 +1,134 @@
+"""Step overhead and data scale: mlsteps vs the same work hand-written against the libraries.
+
+2. The example pipeline (validate, featurise, train, evaluate, register) through
+   ``mlsteps run --no-cache`` vs ``handwritten/penguins_direct.py`` (GX, Feast,
+   scikit-learn and MLflow called directly, same data and settings).
+5. validate, validate+featurise and validate+featurise+train on synthetic data of
+   the example's schema at several sizes: wall time and peak RSS of the whole
+   process, each side in a fresh interpreter, after a fresh MLflow store and Feast
+   registry (the ``prepare`` step, not timed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from _common import QUICK, ROOT, SMOKE, Contender, compare, table
+
+EXAMPLE = ROOT / "examples" / "penguins"
+MLSTEPS = str(ROOT / ".venv" / "bin" / "mlsteps")
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+DIRECT = str(ROOT / "benchmarks" / "handwritten" / "penguins_direct.py")
+STAGES = {
+    "validate": ["validate"],
+    "featurise": ["validate", "featurise"],
+    "train": ["validate", "featurise", "train"],
+}
+
+
+def _project(dest: Path, *, rows: int | None, steps: list[str] | None) -> Path:
+    """A copy of the example; ``rows`` synthetic rows instead of the real data; only ``steps``."""
+    shutil.copytree(
+        EXAMPLE, dest, ignore=shutil.ignore_patterns(".mlsteps", "data", "__pycache__", "dagster_*")
+    )
+    subprocess.run([PYTHON, str(dest / "prepare_data.py"), "--out", str(dest / "data")], check=True)
+    if rows is not None:
+        synthetic(pd.read_parquet(dest / "data" / "penguins.parquet"), rows).to_parquet(
+            dest / "data" / "penguins.parquet", index=False
+        )
+    spec = yaml.safe_load((dest / "pipeline.yaml").read_text())
+    spec["steps"].pop("deploy", None)
+    if steps is not None:
+        spec["steps"] = {k: v for k, v in spec["steps"].items() if k in steps}
+    for exp in spec["steps"]["validate"]["config"]["expectations"]:
+        if exp["type"] == "row_count_between":
+            exp["max"] = 10**9
+    (dest / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return dest
+
+
+def synthetic(real: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
+    """``rows`` rows resampled from the real penguins, numeric columns jittered, unique ids."""
+    rng = np.random.default_rng(seed)
+    df = real.iloc[rng.integers(0, len(real), rows)].reset_index(drop=True)
+    for col in ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"):
+        df[col] = df[col] * rng.normal(1.0, 0.01, rows)
+    df["penguin_id"] = np.arange(rows, dtype="int64")
+    start = df["event_timestamp"].min()
+    df["event_timestamp"] = start + pd.to_timedelta(rng.integers(0, 3 * 365 * 86400, rows), unit="s")
+    return df
+
+
+def _fresh(project: Path) -> None:
+    for name in (".mlsteps", ".direct", "mlruns"):
+        shutil.rmtree(project / name, ignore_errors=True)
+    shutil.rmtree(project / "data" / "feast", ignore_errors=True)
+
+
+def _pair(project: Path, until: str, label: str) -> list[Contender]:
+    def prepare() -> None:
+        _fresh(project)
+
+    return [
+        Contender(
+            f"mlsteps {label}", [MLSTEPS, "run", "pipeline.yaml", "--no-cache"], cwd=project, prepare=prepare
+        ),
+        Contender(
+            f"hand-written {label}",
+            [PYTHON, DIRECT, str(project), "--until", until, "--max-rows", str(10**9)],
+            cwd=project,
+            prepare=prepare,
+        ),
+    ]
+
+
+def main() -> list[str]:
+    runs = 1 if SMOKE else (3 if QUICK else 5)
+    warmup = 0 if SMOKE else 1
+    sizes = [2_000] if SMOKE else ([100_000, 1_000_000] if QUICK else [100_000, 1_000_000, 5_000_000])
+    lines = [
+        "## 2. Step overhead: the example end to end",
+        "",
+        "`mlsteps run --no-cache` (validate, featurise, train, evaluate, register) vs",
+        "`benchmarks/handwritten/penguins_direct.py` doing the same with GX, Feast, scikit-learn and",
+        f"MLflow directly; fresh MLflow store and Feast registry before each run; {runs} runs each after",
+        f"{warmup} warm-up, alternating. Target: ratio <= 1.05.",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        project = _project(Path(tmp) / "e2e", rows=None, steps=None)
+        pair = _pair(project, "register", "pipeline")
+        compare(pair, runs=runs, warmup=warmup)
+        lines += table("example pipeline (344 rows)", pair, pair[1].name)
+        lines += [
+            "## 5. Data scale",
+            "",
+            "Synthetic rows with the example's schema (resampled penguins, jittered measurements, unique",
+            "ids, timestamps over three years). Each stage is the pipeline up to and including that step,",
+            f"in a fresh process; {runs} run(s) each, alternating. Targets: time ratio <= 1.05, peak RSS",
+            "within 1.2x of the hand-written run.",
+            "",
+        ]
+        for rows in sizes:
+            for stage, steps in STAGES.items():
+                if SMOKE and stage != "train":
+                    continue  # the longest stage covers the other two
+                project = _project(Path(tmp) / f"{stage}-{rows}", rows=rows, steps=steps)
+                pair = _pair(project, stage, f"to {stage}")
+                n = 1 if rows >= 5_000_000 else runs
+                compare(pair, runs=n, warmup=0 if rows >= 1_000_000 else warmup)
+                lines += table(f"{rows:,} rows: up to {stage}", pair, pair[1].name)
+                shutil.rmtree(project, ignore_errors=True)
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(main()))
+    sys.stdout.flush()
