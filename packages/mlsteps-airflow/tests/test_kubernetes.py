@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from airflow_testing import write_spec
 
+from mlsteps.deploy.pss import check_restricted
 from mlsteps.testing import registered_steps
 
 SPEC = """\
@@ -97,6 +98,7 @@ def test_rendered_pods_validate_against_the_kubernetes_schema(tmp_path: Path) ->
 
     for manifest in (source, total):
         kubernetes_validate.validate(manifest, "1.33", strict=True)
+        assert check_restricted([manifest]) == []  # Pod Security Standards, restricted profile
         pod_sc = manifest["spec"]["securityContext"]
         assert pod_sc["runAsNonRoot"] is True and pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
         (base,) = [c for c in manifest["spec"]["containers"] if c["name"] == "base"]

@@ -22,6 +22,7 @@ import yaml
 from conftest import TOY_SPEC, write_spec
 from pydantic import ValidationError
 
+from mlsteps.deploy.pss import check_restricted
 from mlsteps_dagster import K8sSettings, build_definitions, render_step_job
 from mlsteps_dagster.kubernetes import K8S_CONFIG_TAG
 
@@ -194,6 +195,7 @@ def test_every_rendered_step_job_validates_against_the_kubernetes_schema(
 
     # strict: unknown fields (a typo in a tag, a misplaced key) are errors too.
     assert kubernetes_validate.validate(manifest, K8S_VERSION, strict=True) == K8S_VERSION
+    assert check_restricted([manifest]) == []  # Pod Security Standards, restricted profile
 
 
 def test_the_rendered_job_passes_a_checkov_scan(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 
+from mlsteps.deploy.pss import check_restricted
 from mlsteps_prefect.kubernetes import DEFAULT_ENV, base_job_template, create_work_pool
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -141,6 +142,7 @@ def test_the_rendered_job_validates_against_the_kubernetes_schema(deployed: dict
     for key in PREFECT_POD_SPEC_EXTRAS:
         assert pod_spec(manifest).pop(key) == 1
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    assert check_restricted([manifest]) == []  # Pod Security Standards, restricted profile
 
 
 def test_the_rendered_job_is_locked_down_and_carries_the_job_variables(deployed: dict[str, Any]) -> None:

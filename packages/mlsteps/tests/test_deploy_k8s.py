@@ -49,6 +49,7 @@ from mlsteps.deploy.kubernetes import (
     rollout_status,
     run_analysis,
 )
+from mlsteps.deploy.pss import check_restricted, pod_specs
 from mlsteps.errors import BackendError, ConfigError
 from mlsteps.steps.deploy import DeployStep
 
@@ -301,6 +302,56 @@ def test_every_rendered_manifest_validates_against_upstream_schemas() -> None:
         "VirtualService",
         "InferenceService",
     }
+
+
+def test_every_rendered_pod_meets_the_restricted_pod_security_standard() -> None:
+    pods = 0
+    for name, objects in render_everything().items():
+        assert check_restricted(objects) == [], name
+        pods += sum(1 for obj in objects for _ in pod_specs(obj))
+    # 12 Kubernetes sets (6 with a candidate beside the stable Deployment) and 2 KServe predictors.
+    assert pods == 12 + 6 + 2 + 2
+
+
+def _set(path: str, value: Any) -> Any:
+    """A mutation of a rendered Deployment: ``path`` is dotted, ``[0]`` picks the container."""
+
+    def apply(deployment: dict[str, Any]) -> None:
+        node: Any = deployment["spec"]["template"]["spec"]
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node["containers"][0] if key == "[0]" else node.setdefault(key, {})
+        node[keys[-1]] = value
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (_set("hostNetwork", True), "hostNetwork"),
+        (_set("hostPID", True), "hostPID"),
+        (_set("volumes", [{"name": "h", "hostPath": {"path": "/"}}]), "hostPath"),
+        (_set("securityContext.runAsUser", 0), "runAsUser must not be 0"),
+        (_set("securityContext.runAsNonRoot", False), "runAsNonRoot must not be false"),
+        (_set("securityContext.seccompProfile", {"type": "Unconfined"}), "Unconfined"),
+        (_set("securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}]), "kernel.msgmax"),
+        (_set("[0].securityContext.privileged", True), "privileged"),
+        (_set("[0].securityContext.allowPrivilegeEscalation", True), "allowPrivilegeEscalation"),
+        (_set("[0].securityContext.capabilities", {"drop": ["NET_RAW"]}), "drop must include ALL"),
+        (_set("[0].securityContext.capabilities", {"drop": ["ALL"], "add": ["SYS_ADMIN"]}), "SYS_ADMIN"),
+        (_set("[0].securityContext.procMount", "Unmasked"), "procMount"),
+        (_set("[0].ports", [{"containerPort": 8080, "hostPort": 8080}]), "hostPort"),
+        (_set("[0].securityContext.seLinuxOptions", {"type": "spc_t"}), "seLinuxOptions"),
+    ],
+)
+def test_the_restricted_check_catches_each_violation(mutate: Any, words: str) -> None:
+    (deployment,) = by_kind(KubernetesTarget(k8s_config()).render(request()), "Deployment")
+    broken = copy.deepcopy(deployment)
+    mutate(broken)
+    problems = check_restricted([broken])
+    assert problems, f"not caught: {words}"
+    assert any(words in p for p in problems), problems
 
 
 def test_schema_validation_reports_mistakes_with_their_path() -> None:

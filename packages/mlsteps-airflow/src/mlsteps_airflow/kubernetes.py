@@ -151,6 +151,13 @@ def pod_operator(
     extra: dict[str, Any] = {}
     if settings.kubernetes_conn_id:
         extra["kubernetes_conn_id"] = settings.kubernetes_conn_id
+    locked_down = k8s.V1SecurityContext(
+        run_as_non_root=True,
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        privileged=False,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    )
     return KubernetesPodOperator(
         task_id=step_id,
         name=f"mlsteps-{step_id}",
@@ -179,13 +186,10 @@ def pod_operator(
             fs_group=settings.run_as_user,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
-        container_security_context=k8s.V1SecurityContext(
-            run_as_non_root=True,
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            privileged=False,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
-        ),
+        container_security_context=locked_down,
+        # The provider's XCom sidecar gets no security context by default, which a namespace
+        # enforcing the restricted Pod Security Standard rejects.
+        xcom_sidecar_container_security_context=locked_down,
         volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
         volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
         do_xcom_push=True,
