@@ -79,6 +79,10 @@ bench: envs ## Benchmarks (parse cost, step overhead, data scale, caching, drift
 	cd benchmarks && ../$(VENV)/bin/python run.py
 	$(if $(BENCH_QUICK),@echo "BENCH_QUICK: drift.py (1M rows, several minutes) skipped",cd benchmarks && ../$(VENV)/bin/python drift.py)
 
+.PHONY: audit
+audit: env-scan ## pip-audit of every locked environment -> audit/*.md (needs pypi.org's JSON API or api.osv.dev; exit 2 if unreachable).
+	UV="$(UV)" $(PYTHON) scripts/audit.py
+
 .PHONY: bench-smoke
 bench-smoke: envs ## Every benchmark at tiny sizes, one run, results thrown away (in `make test`, so they cannot rot).
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \

@@ -306,6 +306,33 @@ def test_online_store_override_is_used_for_materialization(tmp_path: Path) -> No
     assert not (repo / "data" / "online_store.db").exists()
 
 
+def test_online_store_values_are_filled_from_secrets_and_never_recorded(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from mlsteps.lineage import LineageRecorder
+
+    make_repo(tmp_path)
+    dataset = entity_dataset(
+        tmp_path / "entities.parquet",
+        [{"entity_id": 1, "event_timestamp": NOW - timedelta(hours=3), "label": "a"}],
+    )
+    # A sqlite path stands in for a Redis password: the same substitution, no server needed.
+    hidden = tmp_path / "s3cret-online-store.db"
+    config = tiny_config(materialize=True, online_store={"type": "sqlite", "path": "${ONLINE_DB}"})
+    ctx = make_ctx(tmp_path)
+    ctx.secrets = {"ONLINE_DB": SecretStr(str(hidden))}
+    ctx.lineage = LineageRecorder(ctx.store)
+    execute_step(FeaturiseStep, ctx, config, {"dataset": dataset})
+
+    assert hidden.is_file()  # materialised where the secret said
+    records = list((tmp_path / "art").rglob("lineage/**/*.json"))
+    assert records and all("s3cret" not in r.read_text() for r in records)
+    assert any("${ONLINE_DB}" in r.read_text() for r in records)
+
+    with pytest.raises(ConfigError, match=r"featurise\.config\.online_store\.path.*\$\{NOPE\} is not set"):
+        run(tmp_path, tiny_config(online_store={"type": "sqlite", "path": "${NOPE}"}), dataset, run_id="r2")
+
+
 def test_bad_online_store_override_is_a_config_error(tmp_path: Path) -> None:
     make_repo(tmp_path)
     dataset = entity_dataset(

@@ -60,10 +60,154 @@ def configure(ctx: RunContext) -> MlflowClient:
     if ctx.mlflow.token is not None:
         # MLflow reads the bearer token from the environment only.
         os.environ["MLFLOW_TRACKING_TOKEN"] = ctx.mlflow.token.get_secret_value()
+    for what, uri in (("tracking", ctx.tracking_uri), ("registry", ctx.registry_uri)):
+        if what == "tracking" or uri != ctx.tracking_uri:
+            check_reachable(uri, what=what)
     mlflow.set_tracking_uri(ctx.tracking_uri)
     mlflow.set_registry_uri(ctx.registry_uri)
     client: MlflowClient = mlflow.MlflowClient(tracking_uri=ctx.tracking_uri, registry_uri=ctx.registry_uri)
     return client
+
+
+#: Connection attempts of the reachability check (fewer when MLFLOW_HTTP_REQUEST_MAX_RETRIES is lower).
+PROBE_ATTEMPTS = 3
+#: Seconds to wait for a connection in the reachability check.
+PROBE_CONNECT_TIMEOUT_S = 10
+_SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def check_reachable(uri: str, *, what: str = "tracking") -> None:
+    """Fail fast, naming the URI, when an MLflow server or database does not accept connections.
+
+    MLflow retries a refused connection for minutes (HTTP: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
+    with exponential backoff; SQL stores: ten engine attempts over about 100 s) before
+    failing with an error that does not say which setting to fix. One cheap connection
+    (``GET <uri>/health``, or opening a database connection) tells a server that is down
+    apart in seconds. Only a failure to *connect* counts: any HTTP answer, a TLS problem or
+    a slow reply is left to MLflow. Credentials in the URI never appear in the message.
+    """
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.split("+", 1)[0]
+    if scheme in ("http", "https"):
+        _probe_http(uri, what)
+    elif scheme in _SQL_SCHEMES:
+        _probe_sql(uri, what)
+
+
+def _uri_setting(what: str) -> str:
+    option = "--tracking-uri, MLFLOW_TRACKING_URI" if what == "tracking" else "MLFLOW_REGISTRY_URI"
+    return f"defaults.mlflow.{what}_uri in the spec ({option})"
+
+
+def _attempts() -> int:
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
+
+    retries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    return max(1, min(PROBE_ATTEMPTS, 1 + (retries if retries is not None else PROBE_ATTEMPTS)))
+
+
+def _probe_http(uri: str, what: str) -> None:
+    import time
+    from urllib.parse import urlsplit, urlunsplit
+
+    import requests
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+        MLFLOW_TRACKING_INSECURE_TLS,
+        MLFLOW_TRACKING_SERVER_CERT_PATH,
+    )
+
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    safe = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    timeout = min(PROBE_CONNECT_TIMEOUT_S, MLFLOW_HTTP_REQUEST_TIMEOUT.get() or PROBE_CONNECT_TIMEOUT_S)
+    verify: bool | str = True
+    if MLFLOW_TRACKING_INSECURE_TLS.get():
+        verify = False
+    elif MLFLOW_TRACKING_SERVER_CERT_PATH.get():
+        verify = str(MLFLOW_TRACKING_SERVER_CERT_PATH.get())
+    attempts = _attempts()
+    reason = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=(timeout, 30), verify=verify).close()
+            return
+        except requests.exceptions.SSLError:
+            return  # reachable; MLflow reports the TLS problem itself
+        except requests.exceptions.ConnectionError as exc:
+            if attempt < attempts:
+                time.sleep(attempt)
+                continue
+            reason = _root_reason(exc)
+        except requests.exceptions.RequestException:
+            return  # e.g. a read timeout: the server is there, MLflow decides
+    raise BackendError(
+        "mlflow",
+        f"the MLflow {what} server at {safe} is unreachable ({attempts} attempt(s)): {reason}",
+        hint=f"start the MLflow server (`mlflow server ...`) or fix the URI: {_uri_setting(what)}",
+    )
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The innermost message of a requests/urllib3 error (e.g. 'Connection refused')."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+        if marker in text:
+            return marker
+    return text
+
+
+def _probe_sql(uri: str, what: str) -> None:
+    import time
+
+    sqlalchemy = require("sqlalchemy")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    try:
+        url = make_url(uri)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse: MLflow reports it in its own words
+        return
+    connect_args = {"connect_timeout": PROBE_CONNECT_TIMEOUT_S} if url.get_backend_name() != "mssql" else {}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except ImportError as exc:
+        raise BackendError(
+            "mlflow",
+            f"the {what} URI {url.render_as_string(hide_password=True)} needs the database driver "
+            f"{exc.name or str(exc)!r}, which is not installed",
+            hint=f"install it, or name an installed driver in the URI (e.g. {url.get_backend_name()}+psycopg2:// "
+            f"with psycopg2 installed): {_uri_setting(what)}",
+        ) from None
+    except Exception:  # noqa: BLE001 - anything else is MLflow's to report
+        return
+    safe = url.render_as_string(hide_password=True)
+    attempts = PROBE_ATTEMPTS
+    reason = ""
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                with engine.connect():
+                    return
+            except sqlalchemy.exc.OperationalError as exc:
+                if attempt < attempts:
+                    time.sleep(attempt)
+                    continue
+                reason = " ".join(str(exc.orig or exc).split())
+                if url.password:
+                    reason = reason.replace(str(url.password), "***")
+            except Exception:  # noqa: BLE001 - anything but a refused connection is MLflow's to report
+                return
+    finally:
+        engine.dispose()
+    raise BackendError(
+        "mlflow",
+        f"cannot connect to the MLflow {what} database {safe} ({attempts} attempt(s)): {reason}",
+        hint="check that the database server is running and accepts connections from here, and the "
+        f"URI's host, port, user and database name: {_uri_setting(what)}",
+    )
 
 
 def ensure_experiment(ctx: RunContext, client: MlflowClient) -> str:

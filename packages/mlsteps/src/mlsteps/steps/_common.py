@@ -109,19 +109,26 @@ def check_target(y: pd.Series, *, task: Task, uri: str, column: str, min_classes
     pd = importlib.import_module("pandas")
     missing = int(y.isna().sum())
     if missing:
-        raise DataError(f"{uri}: target column {column!r} has {missing} missing value(s)")
+        raise DataError(
+            f"{uri}: target column {column!r} has {missing} missing value(s); fill them or drop those "
+            "rows (train.config.drop_na_target: true drops them)"
+        )
     if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
         np = importlib.import_module("numpy")
         infinite = int(np.isinf(y.to_numpy(dtype=float)).sum())
         if infinite:
-            raise DataError(f"{uri}: target column {column!r} has {infinite} infinite value(s)")
+            raise DataError(
+                f"{uri}: target column {column!r} has {infinite} infinite value(s); replace them with "
+                "finite values or drop those rows"
+            )
     if task == "classification":
         classes = y.nunique()
         if classes < min_classes:
             seen = sorted(map(str, y.unique()))
             raise DataError(
                 f"{uri}: target column {column!r} has {classes} class(es) {seen}; "
-                f"classification needs at least {min_classes}"
+                f"classification needs at least {min_classes}; add rows of the other classes (or check "
+                "that the data was not filtered to one class)"
             )
 
 

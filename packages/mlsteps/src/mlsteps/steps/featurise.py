@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -30,9 +30,10 @@ from mlsteps.step import InputSpec, Step, StepConfig, StepResult
 from mlsteps.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     import pandas as pd
+    from pydantic import SecretStr
 
     from mlsteps.context import RunContext
     from mlsteps.refs import BaseRef
@@ -43,6 +44,8 @@ FEATURE_STORE_YAML = "feature_store.yaml"
 TRAINING_FILE = "training.parquet"
 #: Start of a feature view's first materialisation: its whole history.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How far past the current time an entity row's event time may be before it counts as "in the future".
+FUTURE_SKEW = timedelta(minutes=5)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Loading a repo's definitions touches sys.path and sys.modules, which are process-wide.
@@ -225,7 +228,9 @@ class FeaturiseConfig(StepConfig):
         None,
         description=(
             "Replaces the `online_store` section of feature_store.yaml for this run, e.g. "
-            "{type: redis, connection_string: '127.0.0.1:6379,db=0'}."
+            "{type: redis, connection_string: '127.0.0.1:6379,db=0'}. String values may use "
+            "${NAME}, filled at run time from the run's secrets or the environment, so a password "
+            "never enters the config (which lineage records)."
         ),
     )
 
@@ -326,6 +331,7 @@ class FeaturiseStep(Step[FeaturiseConfig]):
         assert isinstance(source, DatasetRef)
         repo = _inline_repo_dir(ctx, config.inline) if config.inline else _repo_dir(ctx, config)
         entity_df = _entity_df(read_dataframe(source), source.uri, config)
+        _check_future_times(entity_df, source.uri, config, ctx)
         from filelock import FileLock
 
         # One featurise at a time per repo on this machine: Feast's file registry has no locking,
@@ -337,7 +343,27 @@ class FeaturiseStep(Step[FeaturiseConfig]):
         self, ctx: RunContext, config: FeaturiseConfig, repo: Path, entity_df: pd.DataFrame
     ) -> StepResult:
         require("feast")
-        store = _feature_store(repo, config)
+        store = _feature_store(repo, config, secrets=ctx.secrets)
+        missing = None if config.apply else _missing_registry(store, repo)
+        if missing is None:
+            return self._featurise(ctx, config, repo, entity_df, store)
+        try:
+            return self._featurise(ctx, config, repo, entity_df, store)
+        except BackendError as exc:
+            # Feast creates an empty registry file on first use; it must not look applied next time.
+            if missing.is_file() and not _registry_holds_definitions(missing):
+                missing.unlink()
+            raise BackendError(
+                "feast",
+                exc.backend_message,
+                hint=f"the Feast registry {missing} did not exist and featurise.config.apply is false, so "
+                f"nothing registered the feature definitions: run `feast apply` in {repo} (or set "
+                f"apply: true), or fix `registry` in {repo / FEATURE_STORE_YAML}",
+            ) from exc
+
+    def _featurise(
+        self, ctx: RunContext, config: FeaturiseConfig, repo: Path, entity_df: pd.DataFrame, store: Any
+    ) -> StepResult:
         project = store.project
         if config.apply:
             contents = (
@@ -347,7 +373,7 @@ class FeaturiseStep(Step[FeaturiseConfig]):
             )
             _apply_repo(store, repo, contents, ctx)
         _reset_stuck_materializing(store, ctx)
-        with _feast_errors("looking up the feature service"):
+        with _feast_errors("looking up the feature service", store=_registry_label(store, repo)):
             request: Any = (
                 store.get_feature_service(config.feature_service)
                 if config.feature_service
@@ -380,6 +406,16 @@ class FeaturiseStep(Step[FeaturiseConfig]):
         )
         training = _tidy(training, config, feature_cols)
 
+        # The registry identity is taken before materialising (which updates the registry), and the
+        # training set is written after it: a failed materialisation leaves no output behind.
+        identity = _registry_identity(store)
+        if config.materialize:
+            end = (
+                entity_df[FEAST_TIMESTAMP].max().to_pydatetime()
+                if config.materialize_end == "max_event_time"
+                else datetime.now(UTC)
+            )
+            _materialize(store, feature_refs, end, ctx)
         ref = write_dataset(
             training,
             str(ctx.step_dir() / TRAINING_FILE),
@@ -390,15 +426,8 @@ class FeaturiseStep(Step[FeaturiseConfig]):
             label_columns=list(config.label_columns),
             entity_columns=list(config.entity_columns),
             event_timestamp_column=config.event_timestamp_column,
-            **_registry_identity(store),
+            **identity,
         )
-        if config.materialize:
-            end = (
-                entity_df[FEAST_TIMESTAMP].max().to_pydatetime()
-                if config.materialize_end == "max_event_time"
-                else datetime.now(UTC)
-            )
-            _materialize(store, feature_refs, end, ctx)
         ctx.logger.info(
             "featurise: %d rows x %d features from Feast project %r -> %s",
             len(training),
@@ -451,12 +480,99 @@ def _entity_df(df: pd.DataFrame, uri: str, config: FeaturiseConfig) -> pd.DataFr
         out[ts] = pd.to_datetime(out[ts], utc=True)
     except (ValueError, TypeError) as exc:
         raise DataError(f"{uri}: column {ts!r} is not a timestamp: {exc}") from exc
+    repeated = out.duplicated(keep="first")
+    if repeated.any():
+        first = out.loc[repeated].iloc[0]
+        example = ", ".join(f"{c}={first[c]}" for c in [*config.entity_columns, ts])
+        raise DataError(
+            f"{uri}: {int(repeated.sum())} row(s) repeat an earlier row exactly (same "
+            f"{[*config.entity_columns, ts, *config.label_columns]}), e.g. {example}; each copy would become "
+            "a training row of its own (and could land in both the train and the test split): drop the "
+            "duplicate rows (rows with the same keys and time but different labels are kept)"
+        )
     if ts != FEAST_TIMESTAMP:
         out = out.rename(columns={ts: FEAST_TIMESTAMP})
     return out
 
 
-def _feature_store(repo: Path, config: FeaturiseConfig) -> Any:
+def _check_future_times(entity_df: pd.DataFrame, uri: str, config: FeaturiseConfig, ctx: RunContext) -> int:
+    """Entity rows dated in the future (beyond :data:`FUTURE_SKEW`): a warning, or an error when materialising.
+
+    The point-in-time join gives such rows the latest values known now (or nothing,
+    where those are older than a view's TTL), which is rarely what a row from the
+    future meant: usually a time zone or unit mistake. Materialising up to the latest
+    event time (``materialize_end: max_event_time``) would record the online store as
+    loaded up to that future time, so incremental materialisations would then skip every
+    value written until it: that is refused. Returns the number of such rows.
+    """
+    pd = require("pandas")
+    now = pd.Timestamp(datetime.now(UTC))
+    times = entity_df[FEAST_TIMESTAMP]
+    future = times > now + FUTURE_SKEW
+    count = int(future.sum())
+    if not count:
+        return 0
+    column = config.event_timestamp_column
+    latest = times[future].max()
+    what = (
+        f"{uri}: {count} of {len(times)} row(s) have their {column!r} in the future (the latest "
+        f"{latest.isoformat()}, now {now.isoformat(timespec='seconds')})"
+    )
+    if config.materialize and config.materialize_end == "max_event_time":
+        raise DataError(
+            f"{what}; materialising up to the latest event time would mark the online store as loaded "
+            "until then, and later materialisations would skip every value written before it: fix the "
+            "timestamps (time zone? milliseconds read as seconds?) or set materialize_end: now"
+        )
+    ctx.logger.warning(
+        "featurise: %s; they get the latest feature values known now (or none where those are older "
+        "than a view's TTL): check the timestamps (time zone? milliseconds read as seconds?)",
+        what,
+    )
+    return count
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_secrets(
+    value: Any, secrets: Mapping[str, SecretStr], *, field: str, used: list[str] | None = None
+) -> Any:
+    """``${NAME}`` in every string of ``value``, from ``secrets`` first, then the environment.
+
+    The expanded value exists only in memory for the run: the config recorded in
+    lineage and hashed into the cache key keeps the ``${NAME}`` reference. The
+    values filled in are appended to ``used`` (to scrub them from error messages).
+    """
+    used = [] if used is None else used
+    if isinstance(value, dict):
+        return {k: expand_secrets(v, secrets, field=f"{field}.{k}", used=used) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_secrets(v, secrets, field=f"{field}[{i}]", used=used) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in secrets or name in os.environ:
+            filled = secrets[name].get_secret_value() if name in secrets else os.environ[name]
+            if filled:
+                used.append(filled)
+            return filled
+        raise ConfigError(
+            [
+                Problem(
+                    None,
+                    field,
+                    f"${{{name}}} is not set: give it as a secret of the run or an environment variable",
+                )
+            ]
+        )
+
+    return _VAR.sub(one, value)
+
+
+def _feature_store(repo: Path, config: FeaturiseConfig, *, secrets: Mapping[str, SecretStr]) -> Any:
     """A FeatureStore on ``repo``, with the online store replaced when the config says so.
 
     The override builds the ``RepoConfig`` in memory from the repo's YAML rather than
@@ -479,34 +595,87 @@ def _feature_store(repo: Path, config: FeaturiseConfig) -> Any:
         raise _repo_problem(f"{yaml_path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise _repo_problem(f"{yaml_path}: expected a mapping at the top level")
-    raw["online_store"] = dict(config.online_store)
+    filled: list[str] = []
+    raw["online_store"] = expand_secrets(
+        dict(config.online_store), secrets, field="featurise.config.online_store", used=filled
+    )
     try:
         repo_config = RepoConfig(**raw)
         repo_config.repo_path = repo
         # Build the online store config now so a bad override fails here, not mid-run.
         _ = repo_config.online_store
         return feast.FeatureStore(repo_path=str(repo), config=repo_config)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any Feast failure here is a bad override
+        message = str(exc)
+        for value in filled:
+            message = message.replace(value, "***")
         raise ConfigError(
-            [Problem(None, "featurise.config.online_store", f"not a valid Feast online store: {exc}")]
-        ) from exc
+            [Problem(None, "featurise.config.online_store", f"not a valid Feast online store: {message}")]
+        ) from None
 
 
 @contextlib.contextmanager
-def _feast_errors(action: str) -> Iterator[None]:
+def _feast_errors(action: str, *, store: str | None = None) -> Iterator[None]:
     """Turn any Feast failure into a BackendError that keeps Feast's message."""
     try:
         yield
     except MlstepsError:
         raise
     except Exception as exc:
-        hint = (
-            "check the name against the repo's definitions; with `apply: false` the registry "
-            "must already hold it (run `feast apply` in the repo)"
-            if "NotFound" in type(exc).__name__
-            else None
-        )
+        hint = None
+        if "NotFound" in type(exc).__name__:
+            hint = (
+                "check the name against the repo's definitions; with `apply: false` the registry "
+                "must already hold it (run `feast apply` in the repo)"
+            )
+        elif _is_connection_error(exc):
+            what = store or "a server Feast needs (its registry or online store)"
+            hint = (
+                f"{what} is unreachable: start it, or fix its address in the repo's feature_store.yaml "
+                "(`registry`, `online_store`) or in featurise.config.online_store"
+            )
         raise BackendError("feast", f"{action}: {type(exc).__name__}: {exc}", hint=hint) from exc
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says a server could not be reached."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = f"{type(seen).__name__}: {seen}".lower()
+        if isinstance(seen, ConnectionError | TimeoutError) or any(
+            marker in text
+            for marker in ("connectionerror", "connection refused", "timeouterror", "could not connect")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _registry_label(store: Any, repo: Path | None) -> str:
+    """``the Feast registry <where>`` for messages, with any password in a SQL URL masked."""
+    config = store.config.registry
+    raw = config if isinstance(config, str) else str(getattr(config, "path", "") or "")
+    kind = str(getattr(config, "registry_type", "file") or "file")
+    if "://" in raw:
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(raw)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            raw = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    elif repo is not None and raw and not Path(raw).is_absolute():
+        raw = str(repo / raw)
+    return f"the Feast {kind} registry at {raw}" if raw else f"the Feast {kind} registry"
+
+
+def _online_store_label(store: Any) -> str:
+    """``redis at host:port`` / ``sqlite`` for messages: the store type and address, never credentials."""
+    online = store.config.online_store
+    kind = str(getattr(online, "type", "") or type(online).__name__)
+    address = str(getattr(online, "connection_string", "") or "").split(",", 1)[0]
+    if "@" in address:  # user:password@host
+        address = address.rsplit("@", 1)[1]
+    return f"the Feast {kind} online store at {address}" if address else f"the Feast {kind} online store"
 
 
 @contextlib.contextmanager
@@ -648,8 +817,6 @@ def _inline_repo_dir(ctx: RunContext, inline: InlineRepo) -> Path:
 
 def _inline_contents(ctx: RunContext, inline: InlineRepo) -> Any:
     """The Feast objects an inline repo declares, as ``feast apply`` would collect them."""
-    from datetime import timedelta
-
     import feast.types as ftypes
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, ValueType
     from feast.feature_view import DUMMY_ENTITY
@@ -718,10 +885,37 @@ def _apply_repo(store: Any, repo: Path, contents: Any, ctx: RunContext) -> None:
     from feast.repo_operations import apply_total_with_repo_instance
 
     _set_aside_torn_registry(store, repo, ctx)
-    with _feast_errors(f"applying {repo}"), _log_stdout(ctx, "apply"):
+    with _feast_errors(f"applying {repo}", store=_registry_label(store, repo)), _log_stdout(ctx, "apply"):
         apply_total_with_repo_instance(
             store, store.project, store.registry, contents, skip_source_validation=False
         )
+
+
+def _file_registry_path(store: Any, repo: Path) -> Path | None:
+    """The local file of a file registry (relative paths are the repo's); None for other registries."""
+    config = store.config.registry
+    raw = config if isinstance(config, str) else getattr(config, "path", None)
+    if getattr(config, "registry_type", "file") != "file" or not isinstance(raw, str) or "://" in raw:
+        return None
+    return Path(raw) if Path(raw).is_absolute() else repo / raw
+
+
+def _missing_registry(store: Any, repo: Path) -> Path | None:
+    """The path of a file registry that does not exist yet (None if it exists or is not a file)."""
+    path = _file_registry_path(store, repo)
+    return path if path is not None and not path.is_file() else None
+
+
+def _registry_holds_definitions(path: Path) -> bool:
+    """Whether a file registry records any feature view, entity or service (an empty one does not)."""
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+
+    proto = RegistryProto()
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except Exception:  # noqa: BLE001 - a registry that does not parse is not ours to delete
+        return True
+    return bool(proto.feature_views or proto.entities or proto.feature_services or proto.data_sources)
 
 
 def _set_aside_torn_registry(store: Any, repo: Path, ctx: RunContext) -> None:
@@ -735,12 +929,8 @@ def _set_aside_torn_registry(store: Any, repo: Path, ctx: RunContext) -> None:
     from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
     from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
-    config = store.config.registry
-    raw = config if isinstance(config, str) else getattr(config, "path", None)
-    if getattr(config, "registry_type", "file") != "file" or not isinstance(raw, str) or "://" in raw:
-        return
-    path = Path(raw) if Path(raw).is_absolute() else repo / raw
-    if not path.is_file():
+    path = _file_registry_path(store, repo)
+    if path is None or not path.is_file():
         return
     try:
         RegistryProto().ParseFromString(path.read_bytes())
@@ -761,7 +951,7 @@ def _reset_stuck_materializing(store: Any, ctx: RunContext) -> None:
     """
     from feast.feature_view import FeatureViewState
 
-    with _feast_errors("checking feature view states"):
+    with _feast_errors("checking feature view states", store=_registry_label(store, None)):
         for view in store.list_feature_views(allow_cache=False):
             if getattr(view, "state", None) != FeatureViewState.MATERIALIZING:
                 continue
@@ -924,7 +1114,7 @@ def _materialize(store: Any, feature_refs: list[str], end: datetime, ctx: RunCon
     at ``now - ttl`` (or a year ago) and skip older data.
     """
     wanted = {ref.split(":", 1)[0] for ref in feature_refs}
-    with _feast_errors("materializing"), _log_stdout(ctx, "materialize"):
+    with _feast_errors("materializing", store=_online_store_label(store)), _log_stdout(ctx, "materialize"):
         fresh: list[str] = []
         seen: list[str] = []
         # On-demand views are computed at read time and are not materialised.

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlsteps._imports import require
+from mlsteps.data import check_feature_columns
 from mlsteps.errors import ConfigError, DataError, MlstepsError, Problem
 from mlsteps.hashing import hash_bytes, hash_file, hash_value
 from mlsteps.refs import BaseRef, DatasetRef, ModelRef, RefKind
@@ -183,6 +184,10 @@ class TrainStep(Step[TrainConfig]):
 
         dataset = inputs["dataset"]
         assert isinstance(dataset, DatasetRef)
+        # The data is read and checked before MLflow is touched: bad data fails the step
+        # without creating an experiment or a run, whether or not the tracking server is up.
+        df = read_dataframe(dataset)
+        prepared = _prepare(df, config, uri=dataset.uri)
         client = backend.configure(ctx)
         experiment_id = backend.ensure_experiment(ctx, client)
         work = hash_value(
@@ -197,14 +202,12 @@ class TrainStep(Step[TrainConfig]):
             ctx.logger.info("train: reusing MLflow run %s of an earlier attempt", reused.metrics)
             return reused
 
-        df = read_dataframe(dataset)
-        prepared = _prepare(df, config, uri=dataset.uri)
         train_df, test_df = _split(prepared.frame, config, prepared.task, uri=dataset.uri)
         X_train = normalise_features(train_df[prepared.features])
         X_test = normalise_features(test_df[prepared.features])
         y_train, y_test = train_df[config.target], test_df[config.target]
 
-        model = _fit(config, prepared, X_train, y_train)
+        model = _fit(config, prepared, X_train, y_train, uri=dataset.uri)
         pred = predict(model, X_test, task=prepared.task)
         metrics, skipped = compute_metrics(DEFAULT_METRICS[prepared.task], y_test, pred)
         for name, reason in skipped.items():
@@ -249,14 +252,19 @@ def _prepare(df: pd.DataFrame, config: TrainConfig, *, uri: str) -> _Prepared:
     """Check columns and target, pick the features and decide the task."""
     pd = __import__("pandas")
     if df.empty:
-        raise DataError(f"{uri}: the dataset has no rows")
+        raise DataError(
+            f"{uri}: the dataset has no rows ({len(df.columns)} column(s)); check the step or job that wrote it"
+        )
     columns = [str(c) for c in df.columns]
     if config.target not in columns:
         raise DataError(f"{uri}: target column {config.target!r} not found; columns are {columns}")
     for field_name, names in (("exclude", config.exclude), ("features", config.features or [])):
         missing = [n for n in names if n not in columns]
         if missing:
-            raise DataError(f"{uri}: column(s) {missing} named in train.config.{field_name} not found")
+            raise DataError(
+                f"{uri}: column(s) {missing} named in train.config.{field_name} not found; "
+                f"columns are {columns}"
+            )
     time_column = config.split.time_column
     if time_column and time_column not in columns:
         raise DataError(f"{uri}: split time_column {time_column!r} not found")
@@ -282,6 +290,7 @@ def _prepare(df: pd.DataFrame, config: TrainConfig, *, uri: str) -> _Prepared:
         features = [c for c in columns if c not in skip]
     if not features:
         raise DataError(f"{uri}: no feature columns left after removing the target and exclude")
+    check_feature_columns(df, features, uri=uri, exclude_field="train.config.exclude")
     if config.preprocessing.enabled and config.custom_train is None:
         api = pd.api.types
         for col in features:
@@ -415,7 +424,9 @@ def _seed(estimator: Any, seed: int) -> None:
         estimator.set_params(**unset)
 
 
-def _fit(config: TrainConfig, prepared: _Prepared, X_train: pd.DataFrame, y_train: pd.Series) -> Any:
+def _fit(
+    config: TrainConfig, prepared: _Prepared, X_train: pd.DataFrame, y_train: pd.Series, *, uri: str
+) -> Any:
     """Fit the configured estimator or call the user's training function."""
     if config.custom_train is not None:
         fn = import_object(config.custom_train, config_path="train.config.custom_train")
@@ -438,7 +449,14 @@ def _fit(config: TrainConfig, prepared: _Prepared, X_train: pd.DataFrame, y_trai
     except InvalidParameterError as exc:
         raise ConfigError([Problem(None, "train.config.params", str(exc))]) from exc
     except ValueError as exc:
-        raise DataError(f"fitting {config.estimator} failed on the training split: {exc}") from exc
+        message = f"{uri}: fitting {config.estimator} failed on the training split: {exc}"
+        holes = [str(c) for c in X_train.columns if bool(X_train[c].isna().any())]
+        if holes:
+            message += (
+                f"; feature column(s) {holes} have missing values, which this estimator does not accept: "
+                "enable train.config.preprocessing (it imputes them), fill them, or drop those rows"
+            )
+        raise DataError(message) from exc
     return model
 
 

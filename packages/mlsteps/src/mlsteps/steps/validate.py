@@ -347,7 +347,10 @@ class ValidateStep(Step[ValidateConfig]):
         df = read_dataframe(source)
         uri = source.uri if isinstance(source, DatasetRef) else source
         if df.empty:
-            raise DataError(f"{uri}: no rows to validate ({len(df.columns)} column(s), 0 rows)")
+            raise DataError(
+                f"{uri}: no rows to validate ({len(df.columns)} column(s), 0 rows); the file has a header "
+                "but no data: check the job that wrote it, or point the config at the right file"
+            )
         dataset_ref = _dataset_ref(source, df)
         now = config.now or datetime.now(UTC)
         _check_fresh_columns(config, df, uri)
