@@ -70,8 +70,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+#: (section title, contender, ratio to its baseline) of every table made, for the plot.
+RATIOS: list[tuple[str, str, float]] = []
+
+
 def table(title: str, contenders: list[Contender], baseline: str) -> list[str]:
     base = next(c for c in contenders if c.name == baseline)
+    RATIOS.extend((title, c.name, median(c.walls) / median(base.walls)) for c in contenders if c is not base)
     rows = [
         f"### {title}",
         "",

@@ -92,7 +92,7 @@ def _pair(project: Path, until: str, label: str) -> list[Contender]:
 def main() -> list[str]:
     runs = 1 if SMOKE else (3 if QUICK else 5)
     warmup = 0 if SMOKE else 1
-    sizes = [2_000] if SMOKE else ([100_000, 1_000_000] if QUICK else [100_000, 1_000_000, 5_000_000])
+    sizes = [2_000] if SMOKE else ([100_000] if QUICK else [100_000, 1_000_000, 5_000_000])
     lines = [
         "## 2. Step overhead: the example end to end",
         "",

@@ -10,10 +10,36 @@ from pathlib import Path
 import cache
 import overhead
 import parse
-from _common import QUICK, SMOKE, machine
+from _common import QUICK, RATIOS, SMOKE, machine
 
 #: Smoke runs (``make bench-smoke``, in ``make test``) must not overwrite the published results.
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).with_name("results.md"))
+
+
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "assets" / "benchmark-ratios.png"
+
+
+def plot(path: Path) -> None:
+    """One horizontal bar per comparison: mlsteps' time over its baseline's (1.0 = the same)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(reversed(RATIOS))
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
+    labels = [f"{title}: {name}" for title, name, _ in rows]
+    values = [ratio for _, _, ratio in rows]
+    ax.barh(labels, values, color=["#c0392b" if v > 1.10 else "#2e86c1" for v in values])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.axvline(1.10, color="grey", linestyle="--", linewidth=0.8, label="1.10")
+    ax.set_xlabel("wall time ratio (mlsteps / baseline); < 1 is faster")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -32,6 +58,8 @@ def main() -> int:
     lines += cache.main()
     lines += [f"Total benchmark time: {time.time() - started:.0f} s.", ""]
     OUT.write_text("\n".join(lines))
+    if not SMOKE:
+        plot(PLOT)
     print("\n".join(lines))
     return 0
 

@@ -383,3 +383,39 @@ def test_rendered_project_passes_its_own_tests_in_a_fresh_environment(
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-3000:]
     assert "2 passed" in tests.stdout
     assert not (project / ".mlsteps").exists()  # the tests ran on a copy
+
+
+def test_the_wheel_carries_the_templates_and_init_finds_them_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import zipfile
+
+    from mlsteps import cli_init
+
+    uv_bin = shutil.which("uv")
+    uv = [uv_bin] if uv_bin else ["python3", "-m", "uv"]
+    built = subprocess.run(
+        [*uv, "build", "--package", "mlsteps", "--wheel", "-o", str(tmp_path / "dist")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("mlsteps-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(tmp_path / "site", [n for n in names if n.startswith("mlsteps/templates/")])
+    for orchestrator in ORCHESTRATORS:
+        assert f"mlsteps/templates/{orchestrator}/cookiecutter.json" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+    # As installed from the wheel: no checkout next to the package, only its own copy.
+    monkeypatch.setattr(cli_init, "CHECKOUT_TEMPLATES", tmp_path / "no-checkout")
+    monkeypatch.setattr(cli_init, "PACKAGED_TEMPLATES", tmp_path / "site" / "mlsteps" / "templates")
+    monkeypatch.delenv(cli_init.TEMPLATES_ENV, raising=False)
+    result = CliRunner().invoke(
+        main, ["init", "-o", "prefect", "From Wheel", "--output-dir", str(tmp_path / "out"), "--no-input"]
+    )
+    assert result.exit_code == 0, result.output
+    assert tree(tmp_path / "out" / "from_wheel") == tree(
+        render("prefect", tmp_path / "direct", project_name="From Wheel")
+    )

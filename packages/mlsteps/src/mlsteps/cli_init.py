@@ -1,8 +1,9 @@
 """``mlsteps init``: start a project from one of the cookiecutter templates (Airflow, Dagster, Prefect).
 
-The templates live in the repository's ``templates/`` directory, not in the
-wheel. They are found, in order, through ``--template``, the ``MLSTEPS_TEMPLATES``
-environment variable, or the source checkout this module was imported from.
+The templates live in the repository's ``templates/`` directory, and wheels
+carry a copy (``mlsteps/templates``). They are found, in order, through
+``--template``, the ``MLSTEPS_TEMPLATES`` environment variable, the source
+checkout this module was imported from, or the wheel's copy.
 Either may be a local directory holding ``airflow/``, ``dagster/`` and
 ``prefect/``, or a repository cookiecutter can clone (``gh:owner/repo``, a git URL)
 holding them under ``templates/``. Cookiecutter is imported only when the
@@ -26,6 +27,8 @@ ORCHESTRATORS = ("airflow", "dagster", "prefect")
 TEMPLATES_ENV = "MLSTEPS_TEMPLATES"
 #: ``templates/`` of the source checkout: this file is packages/mlsteps/src/mlsteps/cli_init.py.
 CHECKOUT_TEMPLATES = Path(__file__).resolve().parents[4] / "templates"
+#: The copy a wheel installs (``force-include`` in the package's pyproject.toml).
+PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: The cookiecutter requirement the command needs (the templates use 2.x features).
 COOKIECUTTER_REQUIREMENT = "cookiecutter>=2.6"
 
@@ -65,12 +68,13 @@ def locate_template(orchestrator: str, template: str | None = None) -> tuple[str
     if source is None and os.environ.get(TEMPLATES_ENV):
         source, origin = os.environ[TEMPLATES_ENV], TEMPLATES_ENV
     if source is None:
-        candidate = CHECKOUT_TEMPLATES / orchestrator
-        if (candidate / "cookiecutter.json").is_file():
-            return str(candidate), None
+        for base in (CHECKOUT_TEMPLATES, PACKAGED_TEMPLATES):
+            candidate = base / orchestrator
+            if (candidate / "cookiecutter.json").is_file():
+                return str(candidate), None
         raise ConfigError(
-            f"no mlsteps templates found: {CHECKOUT_TEMPLATES} does not exist (mlsteps was installed from a "
-            "wheel, which does not ship them). Pass --template with a checkout's templates/ directory or "
+            f"no mlsteps templates found in {CHECKOUT_TEMPLATES} (a source checkout) or {PACKAGED_TEMPLATES} "
+            "(an installed wheel). Pass --template with a checkout's templates/ directory or "
             f"a repository (e.g. gh:mlsteps/mlsteps), or set {TEMPLATES_ENV}"
         )
     if _is_repository(source):
