@@ -71,8 +71,19 @@ $(addprefix test-,$(ADAPTERS)): test-%: env-% ## An adapter's tests in its own e
 test-prefect: env-scan
 test-dagster: env-scan
 
+# CI: after lint and docs, two streams at once (the machine has 2 CPUs and most tests use
+# one): the core and cross-package tests, and the adapters' suites then the benchmark smoke.
 .PHONY: test
-test: lint docs test-core $(addprefix test-,$(ADAPTERS)) bench-smoke ## Everything CI runs.
+test: lint docs ## Everything CI runs.
+	bash scripts/ensure-services.sh
+	$(MAKE) --no-print-directory -j2 --output-sync=target _test-core _test-rest
+
+.PHONY: _test-core _test-rest
+_test-core:
+	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
+_test-rest:
+	for a in $(ADAPTERS); do .venvs/$$a/bin/pytest packages/mlsteps-$$a/tests $(PYTEST_ARGS) || exit 1; done
+	$(MAKE) --no-print-directory _bench-smoke
 
 .PHONY: bench
 bench: envs ## Benchmarks (parse cost, step overhead, data scale, caching, drift vs Evidently) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
@@ -83,8 +94,9 @@ bench: envs ## Benchmarks (parse cost, step overhead, data scale, caching, drift
 audit: env-scan ## pip-audit of every locked environment -> audit/*.md (needs pypi.org's JSON API or api.osv.dev; exit 2 if unreachable).
 	UV="$(UV)" $(PYTHON) scripts/audit.py
 
-.PHONY: bench-smoke
-bench-smoke: envs ## Every benchmark at tiny sizes, one run, results thrown away (in `make test`, so they cannot rot).
+.PHONY: bench-smoke _bench-smoke
+bench-smoke: envs _bench-smoke ## Every benchmark at tiny sizes, one run, results thrown away (in `make test`, so they cannot rot).
+_bench-smoke:
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	cd benchmarks && BENCH_SMOKE=1 BENCH_OUT="$$tmp/results.md" ../$(VENV)/bin/python run.py >/dev/null && \
 	../$(VENV)/bin/python drift.py --rows 5000 --data "$$tmp/drift" --out "$$tmp/drift.md" >/dev/null && \

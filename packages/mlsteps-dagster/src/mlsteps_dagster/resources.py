@@ -98,7 +98,8 @@ class FeastResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     It overrides the step's config at run time (the lineage record shows the config
     actually used); Feast itself still does all the work. The connection string is a
-    secret: set it with ``dg.EnvVar`` so Dagster reads it at run time and never shows it.
+    secret: set it with ``dg.EnvVar`` so Dagster reads it at run time and never shows it;
+    it reaches the step through ``RunContext.secrets``, never the recorded config.
 
     Example:
         ```python

@@ -498,10 +498,12 @@ def promote(
     """Compare-and-set the champion alias: move it onto ``version`` only if ``version`` beats the champion.
 
     MLflow has no conditional alias update, so the read-compare-set runs under
-    :func:`promotion_lock`. "Beats" is by the promotion metric (recorded as the
-    ``metric.<name>`` tag of each version; ties go to the newer version), or by
+    :func:`promotion_lock`. "Beats" is by the promotion metric (ties go to the newer version), or by
     version number when no metric is known: concurrent promoters therefore leave
-    the champion on the best of them, whatever order they finish in.
+    the champion on the best of them, whatever order they finish in. When the
+    evaluation scored the very champion that still holds the alias, on the same
+    rows (evaluate's champion comparison), that head-to-head score is compared;
+    otherwise the champion's recorded ``metric.<name>`` tag (its own test split).
     """
     name, alias = config.name, config.champion_alias
     metric, greater = promotion_metric(config, evaluation)
@@ -516,7 +518,14 @@ def promote(
             current = None
         except OSError as exc:
             raise mlflow_backend.wrap(exc, f"could not read {name}@{alias}") from exc
-        decision = _beats(version, mine, current, metric=metric, greater_is_better=greater)
+        decision = _beats(
+            version,
+            mine,
+            current,
+            metric=metric,
+            greater_is_better=greater,
+            head_to_head=_same_rows_score(evaluation, current, metric, model=f"{name}@{alias}"),
+        )
         if decision.promoted and (current is None or str(current.version) != version):
             set_alias(client, name, alias, version)
     ctx.logger.info("register: %s", decision.reason)
@@ -559,6 +568,19 @@ def promotion_metric(config: RegisterConfig, evaluation: ReportRef) -> tuple[str
     return None, True
 
 
+def _same_rows_score(
+    evaluation: ReportRef, current: ModelVersion | None, metric: str | None, *, model: str
+) -> float | None:
+    """The champion's ``metric`` on the candidate's evaluation rows, if evaluate scored this very champion."""
+    champion = evaluation.summary.get("champion")
+    if current is None or metric is None or not isinstance(champion, dict) or champion.get("model") != model:
+        return None
+    if str(champion.get("version")) != str(current.version):
+        return None  # the champion moved since the evaluation: its recorded score is all there is
+    value = (champion.get("metrics") or {}).get(metric)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
 def _beats(
     version: str,
     mine: float | None,
@@ -566,6 +588,7 @@ def _beats(
     *,
     metric: str | None,
     greater_is_better: bool,
+    head_to_head: float | None = None,
 ) -> Promotion:
     if current is None:
         return Promotion(True, f"v{version} promoted: there was no champion")
@@ -577,19 +600,24 @@ def _beats(
         if newer:
             return Promotion(True, f"v{version} promoted over v{held} (newer; no promotion metric)")
         return Promotion(False, f"champion v{held} is newer than v{version} (no promotion metric)")
-    raw = (current.tags or {}).get(_metric_tag(metric))
-    try:
-        theirs = float(raw) if raw is not None else None
-    except ValueError:
-        theirs = None
+    where = " on the same rows" if head_to_head is not None else ""
+    theirs: float | None = head_to_head
+    if theirs is None:
+        raw = (current.tags or {}).get(_metric_tag(metric))
+        try:
+            theirs = float(raw) if raw is not None else None
+        except ValueError:
+            theirs = None
     if mine is None:
         return Promotion(False, f"v{version} has no {metric!r} in its evaluation; champion v{held} stays")
     if theirs is None or not math.isfinite(theirs):
         return Promotion(True, f"v{version} promoted over v{held}, which records no {metric!r}")
     better = mine > theirs if greater_is_better else mine < theirs
     if better or (mine == theirs and newer):
-        return Promotion(True, f"v{version} promoted: {metric} {mine:.6g} beats v{held}'s {theirs:.6g}")
-    return Promotion(False, f"{metric} {mine:.6g} does not beat champion v{held}'s {theirs:.6g}")
+        return Promotion(
+            True, f"v{version} promoted: {metric} {mine:.6g} beats v{held}'s {theirs:.6g}{where}"
+        )
+    return Promotion(False, f"{metric} {mine:.6g} does not beat champion v{held}'s {theirs:.6g}{where}")
 
 
 @contextlib.contextmanager
