@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 from airflow_testing import task_states, write_spec, xcoms
 
+from mlsteps.testing import leaks, scan_database, scan_files
+
 PASSWORD = f"pw-{uuid.uuid4().hex}"
 TOKEN = f"tok-{uuid.uuid4().hex}"
 PLANTED = (PASSWORD, TOKEN)
@@ -32,41 +34,7 @@ POSTGRES = os.environ.get("MLSTEPS_TEST_POSTGRES", "127.0.0.1:5432")
 
 
 def _leaks(text: str) -> list[str]:
-    return [p for p in PLANTED if p in text]
-
-
-def _scan_files(root: Path, found: dict[str, list[str]]) -> int:
-    """Scan every file under ``root``; return how many were read."""
-    scanned = 0
-    for path in root.rglob("*"):
-        if path.is_file():
-            scanned += 1
-            leaks = _leaks(path.read_bytes().decode("utf-8", errors="replace"))
-            if leaks:
-                found[str(path)] = leaks
-    return scanned
-
-
-def _scan_database(url: str, label: str, found: dict[str, list[str]]) -> dict[str, int]:
-    """Scan every row of every table behind a SQLAlchemy URL; return row counts per table."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    counts: dict[str, int] = {}
-    try:
-        meta = sa.MetaData()
-        meta.reflect(bind=engine)
-        with engine.connect() as conn:
-            for table in meta.sorted_tables:
-                rows = conn.execute(sa.select(table)).all()
-                counts[table.name] = len(rows)
-                for row in rows:
-                    leaks = _leaks(repr(tuple(row)))
-                    if leaks:
-                        found[f"{label} table {table.name}"] = leaks
-    finally:
-        engine.dispose()
-    return counts
+    return leaks(text, PLANTED)
 
 
 @contextlib.contextmanager
@@ -167,12 +135,12 @@ def test_planted_secrets_in_the_mlflow_connection_appear_in_no_output(
 
         found: dict[str, list[str]] = {}
         # MLflow: runs, params, tags, metrics, model versions, registered models... every row.
-        mlflow_rows = _scan_database(uri, "mlflow", found)
+        mlflow_rows = scan_database(uri, "mlflow", PLANTED, found)
         assert mlflow_rows["params"] > 0
         assert mlflow_rows["model_versions"] == 1
 
     # Airflow metadata DB: XComs, rendered template fields, task instances, logs, serialized DAGs.
-    airflow_rows = _scan_database(conf.get("database", "sql_alchemy_conn"), "airflow", found)
+    airflow_rows = scan_database(conf.get("database", "sql_alchemy_conn"), "airflow", PLANTED, found)
     assert airflow_rows["xcom"] > 0
     assert airflow_rows["rendered_task_instance_fields"] > 0
     for key, value in values.items():
@@ -180,8 +148,8 @@ def test_planted_secrets_in_the_mlflow_connection_appear_in_no_output(
         if leaks:
             found[f"xcom {key}"] = leaks
     airflow_home = Path(os.environ["AIRFLOW_HOME"])
-    assert _scan_files(airflow_home, found) > 0  # airflow.db, config, task logs when written
-    assert _scan_files(tmp_path, found) > 10  # lineage, cache, reports, model files, MLflow artifacts
+    assert scan_files(airflow_home, PLANTED, found) > 0  # airflow.db, config, task logs when written
+    assert scan_files(tmp_path, PLANTED, found) > 10  # lineage, cache, reports, model files, MLflow artifacts
     assert any((tmp_path / "mlartifacts").rglob("MLmodel"))
     assert any((tmp_path / "art" / "lineage").rglob("*.json"))
     out, err = capfd.readouterr()

@@ -28,6 +28,7 @@ import dagster as dg
 import pytest
 from conftest import write_spec
 
+from mlsteps.testing import leaks, scan_database, scan_files
 from mlsteps_dagster import (
     FEAST_RESOURCE_KEY,
     MLFLOW_RESOURCE_KEY,
@@ -82,41 +83,7 @@ steps:
 
 
 def _leaks(text: str) -> list[str]:
-    return [p for p in PLANTED if p in text]
-
-
-def _scan_files(root: Path, found: dict[str, list[str]]) -> int:
-    """Scan every file under ``root``; return how many were read."""
-    scanned = 0
-    for path in root.rglob("*"):
-        if path.is_file():
-            scanned += 1
-            leaks = _leaks(path.read_bytes().decode("utf-8", errors="replace"))
-            if leaks:
-                found[str(path)] = leaks
-    return scanned
-
-
-def _scan_database(url: str, label: str, found: dict[str, list[str]]) -> dict[str, int]:
-    """Scan every row of every table behind a SQLAlchemy URL; return row counts per table."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    counts: dict[str, int] = {}
-    try:
-        meta = sa.MetaData()
-        meta.reflect(bind=engine)
-        with engine.connect() as conn:
-            for table in meta.sorted_tables:
-                rows = conn.execute(sa.select(table)).all()
-                counts[table.name] = len(rows)
-                for row in rows:
-                    leaks = _leaks(repr(tuple(row)))
-                    if leaks:
-                        found[f"{label} table {table.name}"] = leaks
-    finally:
-        engine.dispose()
-    return counts
+    return leaks(text, PLANTED)
 
 
 @pytest.mark.integration
@@ -191,7 +158,7 @@ def test_planted_secrets_in_the_resources_appear_in_no_output(
                 client.delete(*added)
 
         found: dict[str, list[str]] = {}
-        mlflow_rows = _scan_database(uri, "mlflow", found)
+        mlflow_rows = scan_database(uri, "mlflow", PLANTED, found)
         assert mlflow_rows["params"] > 0
         assert mlflow_rows["model_versions"] == 1
 
@@ -218,8 +185,8 @@ def test_planted_secrets_in_the_resources_appear_in_no_output(
                 found["featurise materialization"] = _leaks(repr(key))
 
     # The instance directory (run and event log DBs, compute logs, stored asset values) and the project.
-    assert _scan_files(tmp_path / "dagster_home", found) > 0
-    assert _scan_files(tmp_path, found) > 10
+    assert scan_files(tmp_path / "dagster_home", PLANTED, found) > 0
+    assert scan_files(tmp_path, PLANTED, found) > 10
     assert any(project.rglob("MLmodel"))
     assert any((project / ".mlsteps" / "lineage").rglob("*.json"))
     out, err = capfd.readouterr()

@@ -28,6 +28,7 @@ import pytest
 from prefect_helpers import artifacts, flow_run_id, lineage, state_names, task_runs
 from pydantic import SecretStr
 
+from mlsteps.testing import leaks, scan_database, scan_files
 from mlsteps_prefect import FeastSettings, MlflowSettingsBlock, build_flow
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "penguins"
@@ -75,41 +76,7 @@ steps:
 
 
 def _leaks(text: str) -> list[str]:
-    return [p for p in PLANTED if p in text]
-
-
-def _scan_files(root: Path, found: dict[str, list[str]]) -> int:
-    """Scan every file under ``root``; return how many were read."""
-    scanned = 0
-    for path in root.rglob("*"):
-        if path.is_file():
-            scanned += 1
-            leaks = _leaks(path.read_bytes().decode("utf-8", errors="replace"))
-            if leaks:
-                found[str(path)] = leaks
-    return scanned
-
-
-def _scan_database(url: str, label: str, found: dict[str, list[str]]) -> dict[str, int]:
-    """Scan every row of every table behind a SQLAlchemy URL; return row counts per table."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    counts: dict[str, int] = {}
-    try:
-        meta = sa.MetaData()
-        meta.reflect(bind=engine)
-        with engine.connect() as conn:
-            for table in meta.sorted_tables:
-                rows = conn.execute(sa.select(table)).all()
-                counts[table.name] = len(rows)
-                for row in rows:
-                    leaks = _leaks(repr(tuple(row)))
-                    if leaks:
-                        found[f"{label} table {table.name}"] = leaks
-    finally:
-        engine.dispose()
-    return counts
+    return leaks(text, PLANTED)
 
 
 @pytest.mark.integration
@@ -213,12 +180,12 @@ def test_planted_secrets_in_the_blocks_appear_in_no_output(
     # Every row the server stored: flow/task runs, states, logs, artifacts, events, and the block
     # documents themselves (Prefect encrypts block data at rest, so not even they hold it in clear).
     db_url = str(PREFECT_SERVER_DATABASE_CONNECTION_URL.value()).replace("+aiosqlite", "")
-    rows = _scan_database(db_url, "prefect", found)
+    rows = scan_database(db_url, "prefect", PLANTED, found)
     assert rows["task_run"] >= 5 and rows["log"] > 5 and rows["block_document"] >= 2
     results_dir = Path(str(PREFECT_RESULTS_LOCAL_STORAGE_PATH.value()))
     assert results_dir.is_dir()
-    _scan_files(results_dir, found)
-    assert _scan_files(tmp_path, found) > 10  # lineage, cache, reports, model files, MLflow artifacts
+    scan_files(results_dir, PLANTED, found)
+    assert scan_files(tmp_path, PLANTED, found) > 10  # lineage, cache, reports, model files, MLflow artifacts
     assert any(project.rglob("MLmodel"))
     out, err = capfd.readouterr()
     captured = "\n".join(f"{r.name}: {r.getMessage()}" for r in caplog.records)

@@ -22,7 +22,7 @@ from mlsteps.step import InputSpec, Step, StepConfig, StepResult
 from mlsteps.storage import atomic_write_bytes, to_local_path
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
     from mlsteps.context import RunContext
@@ -146,3 +146,44 @@ def write_step_plugin(site: Path, steps: Mapping[str, str], *, name: str = "mlst
     lines = "\n".join(f"{step} = {target}" for step, target in steps.items())
     (dist / "entry_points.txt").write_text(f"[mlsteps.steps]\n{lines}\n")
     return site
+
+
+def leaks(text: str, planted: Sequence[str]) -> list[str]:
+    """Which of the ``planted`` secret values occur in ``text`` (tests of secret handling)."""
+    return [p for p in planted if p in text]
+
+
+def scan_files(root: Path, planted: Sequence[str], found: dict[str, list[str]]) -> int:
+    """Scan every file under ``root`` for ``planted`` values into ``found``; return how many were read."""
+    scanned = 0
+    for path in root.rglob("*"):
+        if path.is_file():
+            scanned += 1
+            hits = leaks(path.read_bytes().decode("utf-8", errors="replace"), planted)
+            if hits:
+                found[str(path)] = hits
+    return scanned
+
+
+def scan_database(
+    url: str, label: str, planted: Sequence[str], found: dict[str, list[str]]
+) -> dict[str, int]:
+    """Scan every row of every table behind a SQLAlchemy URL into ``found``; return row counts per table."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    counts: dict[str, int] = {}
+    try:
+        meta = sa.MetaData()
+        meta.reflect(bind=engine)
+        with engine.connect() as conn:
+            for table in meta.sorted_tables:
+                rows = conn.execute(sa.select(table)).all()
+                counts[table.name] = len(rows)
+                for row in rows:
+                    hits = leaks(repr(tuple(row)), planted)
+                    if hits:
+                        found[f"{label} table {table.name}"] = hits
+    finally:
+        engine.dispose()
+    return counts
