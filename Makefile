@@ -48,8 +48,8 @@ demo: env ## Run the example end to end (embedded SQLite MLflow), serve it, pred
 
 .PHONY: lint
 lint: envs ## ruff (lint + format check) and mypy (strict) over packages/, each adapter in its own environment.
-	$(VENV)/bin/ruff check packages tests examples scripts
-	$(VENV)/bin/ruff format --check packages tests examples scripts
+	$(VENV)/bin/ruff check packages tests examples scripts benchmarks
+	$(VENV)/bin/ruff format --check packages tests examples scripts benchmarks
 	$(VENV)/bin/mypy packages/mlsteps/src
 	for a in $(ADAPTERS); do .venvs/$$a/bin/mypy packages/mlsteps-$$a/src; done
 
@@ -78,12 +78,14 @@ test: lint docs ## Everything CI runs.
 	bash scripts/ensure-services.sh
 	$(MAKE) --no-print-directory -j2 --output-sync=target _test-core _test-rest
 
+# The two streams: about the same length on the CI machine.
 .PHONY: _test-core _test-rest
 _test-core:
 	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory _bench-smoke BENCHES="kedro zenml"
 _test-rest:
 	for a in $(ADAPTERS); do .venvs/$$a/bin/pytest packages/mlsteps-$$a/tests $(PYTEST_ARGS) || exit 1; done
-	$(MAKE) --no-print-directory _bench-smoke
+	$(MAKE) --no-print-directory _bench-smoke BENCHES="parse overhead cache" DRIFT_SMOKE=1
 
 .PHONY: bench
 bench: envs ## Benchmarks (parse cost, step overhead, data scale, caching, drift vs Evidently) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
@@ -96,11 +98,15 @@ audit: env-scan ## pip-audit of every locked environment -> audit/*.md (needs py
 
 .PHONY: bench-smoke _bench-smoke
 bench-smoke: envs _bench-smoke ## Every benchmark at tiny sizes, one run, results thrown away (in `make test`, so they cannot rot).
+# BENCHES: which benchmarks (default all, and drift); DRIFT_SMOKE=1 adds drift to a BENCHES list.
+BENCHES ?=
+DRIFT_SMOKE ?= $(if $(BENCHES),,1)
 _bench-smoke:
-	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	cd benchmarks && BENCH_SMOKE=1 BENCH_OUT="$$tmp/results.md" ../$(VENV)/bin/python run.py >/dev/null && \
-	../$(VENV)/bin/python drift.py --rows 5000 --data "$$tmp/drift" --out "$$tmp/drift.md" >/dev/null && \
-	echo "bench-smoke: every benchmark ran"
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd benchmarks; \
+	BENCH_SMOKE=1 BENCH_OUT="$$tmp/results.md" ../$(VENV)/bin/python run.py $(BENCHES) >/dev/null; \
+	if [ -n "$(DRIFT_SMOKE)" ]; then \
+	  ../$(VENV)/bin/python drift.py --rows 5000 --data "$$tmp/drift" --out "$$tmp/drift.md" >/dev/null; fi; \
+	echo "bench-smoke: ran $(or $(BENCHES),every benchmark)$(if $(DRIFT_SMOKE), and drift)"
 
 .PHONY: clean
 clean: ## Remove environments, caches and demo outputs.

@@ -29,13 +29,27 @@ class Contender:
     rss_mb: list[float] = field(default_factory=list)
 
 
+#: Bytecode for every measured process, outside the environments. Without it, a machine that sets
+#: PYTHONDONTWRITEBYTECODE (this one does) recompiles every imported module in every fresh process,
+#: and the benchmark would time the compiler. The warm-up run fills it.
+PYCACHE = ROOT / ".venvs" / ".bench-pycache"
+
+
+def bench_env(env: dict[str, str] | None) -> dict[str, str]:
+    """``env`` (default: this process's) with bytecode caching on, in :data:`PYCACHE`."""
+    out = dict(os.environ if env is None else env)
+    out.pop("PYTHONDONTWRITEBYTECODE", None)
+    out.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
+    return out
+
+
 def run_once(c: Contender) -> tuple[float, float, str]:
     """Wall seconds and peak RSS (MB, from the kernel's rusage of that child) of one fresh process."""
     if callable(c.prepare):
         c.prepare()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(c.argv, cwd=c.cwd, env=c.env, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(c.argv, cwd=c.cwd, env=bench_env(c.env), stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)

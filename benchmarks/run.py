@@ -8,9 +8,20 @@ import time
 from pathlib import Path
 
 import cache
+import kedro_parse
 import overhead
 import parse
+import zenml_compare
 from _common import QUICK, RATIOS, SMOKE, machine
+
+#: In the order they run; ``run.py NAME...`` runs some of them.
+BENCHMARKS = {
+    "parse": parse,
+    "kedro": kedro_parse,
+    "overhead": overhead,
+    "zenml": zenml_compare,
+    "cache": cache,
+}
 
 #: Smoke runs (``make bench-smoke``, in ``make test``) must not overwrite the published results.
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).with_name("results.md"))
@@ -53,9 +64,14 @@ def main() -> int:
         "- Medians of fresh-process runs; ratios are mlsteps over the hand-written baseline.",
         "",
     ]
-    lines += parse.main()
-    lines += overhead.main()
-    lines += cache.main()
+    wanted = set(sys.argv[1:]) or set(BENCHMARKS)
+    unknown = wanted - set(BENCHMARKS)
+    if unknown:
+        print(f"unknown benchmark(s) {sorted(unknown)}; expected some of {list(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    for name, module in BENCHMARKS.items():
+        if name in wanted:
+            lines += module.main()
     lines += [f"Total benchmark time: {time.time() - started:.0f} s.", ""]
     OUT.write_text("\n".join(lines))
     if not SMOKE:

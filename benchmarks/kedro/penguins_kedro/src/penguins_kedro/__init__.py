@@ -1,0 +1,3 @@
+"""penguins-kedro"""
+
+__version__ = "0.1"
