@@ -73,6 +73,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "kubernetes",
         "--base-job-template",
         str(template_file),
+        # The session's test server is shared: another test (the docs samples) may have made it.
+        "--overwrite",
     )
 
     example = work / "penguins"
