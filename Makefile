@@ -78,14 +78,13 @@ test: lint docs ## Everything CI runs.
 	bash scripts/ensure-services.sh
 	$(MAKE) --no-print-directory -j2 --output-sync=target _test-core _test-rest
 
-# The two streams: about the same length on the CI machine.
+# The two streams: about the same length on the CI machine (16-19 min each).
 .PHONY: _test-core _test-rest
 _test-core:
 	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory _bench-smoke BENCHES="kedro zenml"
 _test-rest:
 	for a in $(ADAPTERS); do .venvs/$$a/bin/pytest packages/mlsteps-$$a/tests $(PYTEST_ARGS) || exit 1; done
-	$(MAKE) --no-print-directory _bench-smoke BENCHES="parse overhead cache" DRIFT_SMOKE=1
+	$(MAKE) --no-print-directory _bench-smoke
 
 .PHONY: bench
 bench: envs ## Benchmarks (parse cost, step overhead, data scale, caching, drift vs Evidently) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.

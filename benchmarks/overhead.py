@@ -123,7 +123,7 @@ def main() -> list[str]:
                     continue  # the end-to-end pair above already ran every step once
                 project = _project(Path(tmp) / f"{stage}-{rows}", rows=rows, steps=steps)
                 pair = _pair(project, stage, f"to {stage}")
-                n = 1 if rows >= 5_000_000 else runs
+                n = 1 if rows >= 5_000_000 or QUICK else runs
                 compare(pair, runs=n, warmup=0 if rows >= 1_000_000 else warmup)
                 lines += table(f"{rows:,} rows: up to {stage}", pair, pair[1].name)
                 shutil.rmtree(project, ignore_errors=True)
