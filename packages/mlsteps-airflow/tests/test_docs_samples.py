@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,28 +25,14 @@ from typing import Any
 import pytest
 
 from mlsteps.registry import get_step
+from mlsteps.testing import doc_code_blocks
 
 ROOT = Path(__file__).resolve().parents[3]
 PAGE = ROOT / "docs" / "adapters" / "airflow.md"
 EXAMPLE = ROOT / "examples" / "penguins"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-SKIP = re.compile(r"<!-- docs-test: skip \((.*)\) -->")
 MARKER = "DOCS-SAMPLE-RESULT "
 
 Dags = dict[str, dict[str, Any]]
-
-
-def blocks(page: Path, lang: str) -> list[tuple[str, str | None]]:
-    """``(body, skip reason or None)`` of every ``lang`` block of ``page``, in order."""
-    text = page.read_text()
-    found = []
-    for match in FENCE.finditer(text):
-        if match.group(1) != lang:
-            continue
-        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        marker = SKIP.fullmatch(before.strip())
-        found.append((match.group(2), marker.group(1).strip() if marker else None))
-    return found
 
 
 # Runs in a fresh interpreter: parse one sample file as Airflow's DAG processor does, print the DAGs.
@@ -198,7 +183,7 @@ CHECKS: dict[int, tuple[str, Callable[[Dags], None]]] = {
     5: ("ModelAliasSensor(", check_alias_sensor),
 }
 
-SAMPLES = blocks(PAGE, "python")
+SAMPLES = doc_code_blocks(PAGE, "python")
 
 
 def test_every_sample_has_a_check_and_every_skip_a_reason() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
@@ -187,3 +188,24 @@ def scan_database(
     finally:
         engine.dispose()
     return counts
+
+
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+_SKIP = re.compile(r"<!-- docs-test: skip \((.*)\) -->")
+
+
+def doc_code_blocks(page: Path, lang: str) -> list[tuple[str, str | None]]:
+    """``(body, skip reason or None)`` of every ``lang`` fenced block of a Markdown page, in order.
+
+    A block is skipped by the docs tests when the line just before its fence is
+    ``<!-- docs-test: skip (REASON) -->``.
+    """
+    text = page.read_text()
+    found = []
+    for match in _FENCE.finditer(text):
+        if match.group(1) != lang:
+            continue
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        marker = _SKIP.fullmatch(before.strip())
+        found.append((match.group(2), marker.group(1).strip() if marker else None))
+    return found
