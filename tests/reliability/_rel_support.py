@@ -78,6 +78,7 @@ class ForkServer:
             killed=code == -signal.SIGKILL,
             elapsed_s=time.monotonic() - started,
             kill_after_s=kill_after_s,
+            log=log,
         )
 
     def close(self) -> None:
@@ -99,6 +100,11 @@ class Attempt:
     killed: bool
     elapsed_s: float
     kill_after_s: float | None
+    log: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the attempt's output: what a failure report needs."""
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
 
 
 @dataclass
@@ -142,8 +148,7 @@ def run_chain(
             after_kill(outcome)
     last = chain.attempts[-1]
     assert last.returncode == 0, (
-        f"the final attempt of {chain.run_id} failed ({last.returncode}):\n"
-        + (workdir / f"{chain.run_id}-{last.attempt}.log").read_text(errors="replace")[-4000:]
+        f"the final attempt of {chain.run_id} failed ({last.returncode}):\n{last.log_tail()}"
     )
     return chain
 
@@ -183,7 +188,7 @@ def check_lineage(root: Path, chain: Chain, *, step: str) -> list[Any]:
             # died after writing its final record (between that and exiting), that record.
             assert statuses in ([], ["started"], ["succeeded"]), (outcome, statuses)
         else:
-            assert statuses == ["succeeded"], (outcome, statuses)
+            assert statuses == ["succeeded"], f"{outcome} {statuses}; its output:\n{outcome.log_tail()}"
     crashed = {r.run_key.attempt for r in interrupted(mine)}
     assert crashed == {a for a, recs in by_attempt.items() if [r.status for r in recs] == ["started"]}
     return mine

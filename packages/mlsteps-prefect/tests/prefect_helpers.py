@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
+
+import pytest
 
 from mlsteps.lineage import LineageRecord, LineageRecorder
 from mlsteps.storage import ArtifactStore
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import Artifact, State, TaskRun
+
+T = TypeVar("T")
 
 
 def flow_run_id(state: State[Any]) -> UUID:
@@ -49,3 +55,32 @@ def artifacts(state: State[Any]) -> list[Artifact]:
 
 def lineage(root: Path, state: State[Any]) -> list[LineageRecord]:
     return LineageRecorder(ArtifactStore(root)).records(str(flow_run_id(state)))
+
+
+def eventually(probe: Callable[[], T | None], *, timeout: float = 90, what: str) -> T:
+    """Poll ``probe`` until it returns something truthy: the server's services work asynchronously."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def drift_events(resource_id: str, *, report_uri: str | None = None) -> list[Any]:
+    """The stored drift events about ``resource_id`` (about one report's URI, if given)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from mlsteps_prefect.events import DRIFT_EVENT
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            EventFilter(
+                event=EventNameFilter(name=[DRIFT_EVENT]),
+                resource=EventResourceFilter(id=[resource_id]),
+            ),
+            limit=50,  # the client's default (100) is above the server's maximum
+        )
+    return [e for e in page.events if report_uri is None or e.payload["report"]["uri"] == report_uri]

@@ -13,10 +13,8 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -24,40 +22,15 @@ from prefect import Flow, flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.exceptions import ObjectAlreadyExists
-from prefect_helpers import flow_run_id, lineage
+from prefect_helpers import drift_events, eventually, flow_run_id, lineage
 
 from mlsteps.refs import ReportRef, parse_ref
 from mlsteps_prefect import drift_automation, mlsteps_task, monitor_task
-from mlsteps_prefect.events import DRIFT_EVENT, model_resource_id, pipeline_resource_id
+from mlsteps_prefect.events import model_resource_id, pipeline_resource_id
 
-T = TypeVar("T")
 PREFECT = Path(sys.executable).parent / "prefect"
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float = 90, what: str) -> T:
-    """Poll ``probe`` until it returns something (the server's services work asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def drift_events(resource_id: str) -> list[Any]:
-    with get_client(sync_client=True) as client:
-        page = client.read_events(
-            EventFilter(
-                event=EventNameFilter(name=[DRIFT_EVENT]),
-                resource=EventResourceFilter(id=[resource_id]),
-            ),
-            limit=50,  # the client's default (100) is above the server's maximum
-        )
-    return list(page.events)
 
 
 @pytest.fixture
@@ -170,7 +143,9 @@ def test_the_automation_runs_the_training_deployment_on_drift(
             )
 
     (run,) = eventually(runs, what="the automation to create a flow run of the training deployment")
-    (event,) = drift_events(model_resource_id("penguins-drift"))
+    (event,) = eventually(
+        lambda: drift_events(model_resource_id("penguins-drift")), what="the drift event to be stored"
+    )
     assert run.created_by is not None
     assert (run.created_by.type, run.created_by.id) == ("AUTOMATION", automation.id)
     report = parse_ref(watched.result()["report"])

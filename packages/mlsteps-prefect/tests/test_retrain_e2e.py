@@ -18,10 +18,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -30,17 +28,15 @@ from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.exceptions import ObjectAlreadyExists
-from prefect_helpers import flow_run_id, lineage
+from prefect_helpers import drift_events, eventually, flow_run_id, lineage
 
 from mlsteps.lineage import LineageRecorder
 from mlsteps.refs import ReportRef, parse_ref
 from mlsteps.storage import ArtifactStore
 from mlsteps_prefect import build_flow, drift_automation
-from mlsteps_prefect.events import DRIFT_EVENT, model_resource_id
+from mlsteps_prefect.events import model_resource_id
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "penguins"
 PREFECT = Path(sys.executable).parent / "prefect"
@@ -52,17 +48,6 @@ from mlsteps_prefect import build_flow
 
 flow = build_flow(Path(__file__).with_name("pipeline.yaml"))
 """
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float = 90, what: str) -> T:
-    """Poll ``probe`` until it returns something (the server's services work asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def example_module(project: Path, name: str) -> Any:
@@ -142,15 +127,10 @@ def test_drift_in_the_next_batch_retrains_through_the_automation(tmp_path: Path,
                 )
 
         (run,) = eventually(runs, what="the automation to create a run of the training deployment")
-        with get_client(sync_client=True) as client:
-            page = client.read_events(
-                EventFilter(
-                    event=EventNameFilter(name=[DRIFT_EVENT]),
-                    resource=EventResourceFilter(id=[model_resource_id("penguins")]),
-                ),
-                limit=50,
-            )
-        (event,) = [e for e in page.events if e.payload["report"]["uri"] == report.uri]
+        (event,) = eventually(
+            lambda: drift_events(model_resource_id("penguins"), report_uri=report.uri),
+            what="the drift event to be stored",  # the event persister writes in batches
+        )
         assert run.created_by is not None
         assert (run.created_by.type, run.created_by.id) == ("AUTOMATION", automation.id)
         assert run.parameters["trigger"] == event.payload["trigger"]

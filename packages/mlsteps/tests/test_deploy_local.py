@@ -303,6 +303,37 @@ def test_a_model_that_cannot_load_fails_and_leaves_nothing_running(reg: Registry
     assert not [p for p in server_processes(reg.art) if "iris-corrupt" in str(p.info["cwd"])]
 
 
+def test_a_port_taken_before_the_server_binds_it_is_given_up_for_another(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port is free when chosen and bound seconds later: another process can take it between."""
+    import socket
+
+    from mlsteps.deploy import local
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    chosen, real_free_port = iter([busy]), local.free_port
+    monkeypatch.setattr(local, "free_port", lambda host: next(chosen, None) or real_free_port(host))
+    try:
+        ref = deploy(reg, "port-race", name="iris-port", model="models:/iris/1")
+    finally:
+        taken.close()
+    assert ref.status == "healthy"
+    assert ref.endpoint is not None and f":{busy}/" not in ref.endpoint
+    assert example_prediction(reg, ref) == [0, 0]
+    state = StateFile(reg.ctx("check"), "iris-port").load()
+    assert state is not None
+    assert [(e.action, e.status) for e in state.history] == [("deploy", "healthy")]
+    logs = StateFile(reg.ctx("check"), "iris-port").directory() / "logs"
+    assert len(list(logs.iterdir())) == 2, list(logs.iterdir())
+    assert "address already in use" in (logs / f"v1-{busy}.log").read_text().lower()
+    stopped = execute_step(DeployStep, reg.ctx("port-race-stop"), {"name": "iris-port", "action": "stop"}, {})
+    assert stopped.outputs["deployment"].status == "stopped"  # type: ignore[union-attr]
+
+
 # --------------------------------------------------------------------------- the evaluation gate
 
 

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 #: Seconds a server gets to exit on SIGTERM before its process group is killed.
 STOP_GRACE_S = 10.0
 _POLL_S = 0.25
+#: Server starts per deploy when the chosen port is taken before the server binds it.
+PORT_ATTEMPTS = 3
 #: Handles of servers this process started, so they can be reaped (no zombies, no ResourceWarning).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 #: Environment variable naming the deployment directory a server was started for; it lets a later
@@ -207,6 +209,14 @@ def free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def lost_its_port(server: LocalServer) -> bool:
+    """Whether ``server`` exited because its port was taken between choosing and binding it."""
+    if is_running(server):
+        return False
+    text = log_tail(server.log, lines=40).lower()
+    return "address already in use" in text or "errno 98" in text
 
 
 def log_tail(path: str, lines: int = 15) -> str:
@@ -495,17 +505,28 @@ class LocalTarget(Target):
         live = self._server(state, "live")
         model_path = self._fetch(ctx, state_file, model)
         started = time.monotonic()
-        candidate = self._start(ctx, state_file, model, model_path)
-        # Recorded before the health check: a crash from here on leaves a trace the next deploy cleans up.
-        state.runtime["candidate"] = candidate.model_dump(mode="json")
-        state_file.save(state)
-        try:
-            problem = self._await_healthy(candidate)
-        except BaseException:
-            stop_server(candidate)
-            state.runtime["candidate"] = None
+        for start in range(1, PORT_ATTEMPTS + 1):
+            candidate = self._start(ctx, state_file, model, model_path)
+            # Recorded before the health check: a crash from here on leaves a trace the next deploy cleans up.
+            state.runtime["candidate"] = candidate.model_dump(mode="json")
             state_file.save(state)
-            raise
+            try:
+                problem = self._await_healthy(candidate)
+            except BaseException:
+                stop_server(candidate)
+                state.runtime["candidate"] = None
+                state_file.save(state)
+                raise
+            if problem is None or start == PORT_ATTEMPTS or not lost_its_port(candidate):
+                break
+            # The port was free when chosen, but another process bound it while the server was
+            # still importing: a race with the machine, not a fault of the model. Try another port.
+            ctx.logger.warning(
+                "deploy: port %s was taken before v%s's server could bind it; starting it on another port",
+                candidate.port,
+                model.version,
+            )
+            stop_server(candidate)
         startup_s = round(time.monotonic() - started, 3)
         if problem is not None:
             stop_server(candidate)
