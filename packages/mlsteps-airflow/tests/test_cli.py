@@ -80,20 +80,33 @@ def test_importing_the_package_does_not_import_airflow() -> None:
 
 @pytest.mark.slow
 def test_example_dag_has_no_import_errors(tmp_path: Path, airflow_db: Path) -> None:
+    """The example file parses into the training DAG and the monitor DAG, wired into a retraining loop."""
     dags = tmp_path / "dags"
     dags.mkdir()
-    for name in ("airflow_dag.py", "pipeline.yaml"):
+    for name in ("airflow_dag.py", "pipeline.yaml", "monitor.yaml"):
         shutil.copy(ROOT / "examples" / "penguins" / name, dags / name)
     env = subprocess_env() | {"AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
     code = (
         "import json\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
         f"bag = DagBag({str(dags)!r})\n"
-        "print(json.dumps({'dags': sorted(bag.dag_ids), 'tasks': sorted(bag.dags['penguins'].task_ids)}))\n"
+        "def uris(assets): return sorted(getattr(a, 'uri', None) or f'alias:{a.name}' for a in assets)\n"
+        "print(json.dumps({d.dag_id: {\n"
+        "    'tasks': sorted(d.task_ids),\n"
+        "    'schedule': d.schedule if isinstance(d.schedule, str) or d.schedule is None else uris(d.schedule),\n"
+        "    'outlets': {t.task_id: uris(t.outlets) for t in d.tasks if t.outlets},\n"
+        "} for d in bag.dags.values()}))\n"
     )
     parsed = json.loads(_run([sys.executable, "-c", code], env).strip().splitlines()[-1])
-    assert parsed["dags"] == ["penguins"]
-    assert parsed["tasks"] == ["deploy", "evaluate", "featurise", "register", "train", "validate"]
+    assert sorted(parsed) == ["penguins", "penguins_monitor"]
+    training, monitor = parsed["penguins"], parsed["penguins_monitor"]
+    assert training["tasks"] == ["deploy", "evaluate", "featurise", "register", "train", "validate"]
+    # The loop as documented: training runs on the drift asset the monitor's alias resolves to.
+    assert training["schedule"] == ["x-mlsteps://drift/penguins"]
+    assert training["outlets"] == {"register": ["x-mlsteps://models/penguins"]}
+    assert monitor["tasks"] == ["monitor"]
+    assert monitor["schedule"] == "@daily"
+    assert monitor["outlets"] == {"monitor": ["alias:mlsteps.drift-alias.penguins"]}
     errors = _json_tail(
         _run([str(BIN / "airflow"), "dags", "list-import-errors", "--local", "-o", "json"], env)
     )

@@ -1,8 +1,11 @@
 """The retraining loop under Airflow, end to end, with the real scheduler code path.
 
-The penguins example (its data, its next-batch generator and its spec, minus
-the Feast and serving steps to keep the test short) is trained once, a drifted
-next batch is monitored, and the drift Asset event queues the retraining DAG.
+The penguins example's own DAG file (``airflow_dag.py``: the ``penguins`` DAG
+scheduled on the drift asset and the ``penguins_monitor`` DAG), with its data,
+its next-batch generator and its specs (minus the Feast and serving steps, to
+keep the test short), is copied into the DAGs folder. The training DAG runs
+once, a drifted next batch is monitored, and the drift Asset event queues the
+training DAG.
 Airflow's own ``SchedulerJobRunner`` then turns that queue into an
 asset-triggered DAG run (``_create_dagruns_for_dags`` and
 ``_start_queued_dagruns``, what one scheduler loop does), and the run is
@@ -13,8 +16,11 @@ executed task by task the way ``dag.test()`` executes its own run
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +47,13 @@ def penguins_project(dest: Path) -> Path:
         EXAMPLE,
         dest,
         ignore=shutil.ignore_patterns(
-            ".mlsteps", "data", "__pycache__", "dagster_project", "prefect_deployment"
+            ".mlsteps",
+            "data",
+            "__pycache__",
+            "dagster_project",
+            "dagster_defs.py",
+            "prefect_deployment",
+            "prefect_*.py",
         ),
     )
     example_module(dest, "prepare_data").build(dest / "data")
@@ -50,6 +62,20 @@ def penguins_project(dest: Path) -> Path:
     spec["steps"]["train"]["inputs"] = {"dataset": "validate.dataset"}
     (dest / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
+
+
+@pytest.fixture
+def project_in_dags_folder(airflow_db: Path) -> Iterator[Path]:
+    """The example copied into a subfolder of the DAGs folder, so its own DAG file is what runs.
+
+    ``dag.test()`` only runs DAGs it finds in the DAGs-folder bundle (it parses the
+    whole folder); the copy is removed afterwards so no other test sees its DAGs.
+    """
+    project = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"penguins_{uuid.uuid4().hex[:8]}"
+    try:
+        yield penguins_project(project)
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
 
 
 def land_batch_in_training_table(project: Path) -> None:
@@ -157,44 +183,32 @@ def registry(project: Path) -> Any:
 
 
 @pytest.mark.slow
-def test_drift_in_the_next_batch_retrains_through_the_scheduler(tmp_path: Path, dag_file: Any) -> None:
+def test_drift_in_the_next_batch_retrains_through_the_scheduler(project_in_dags_folder: Path) -> None:
     from airflow.models.dagrun import DagRun
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
-    project = penguins_project(tmp_path / "penguins")
-    retrain = dag_file(
-        f"""
-        from mlsteps_airflow import build_dag, drift_asset
-
-        dag = build_dag({str(project / "pipeline.yaml")!r}, dag_id="penguins_retrain",
-                        schedule=[drift_asset("penguins")])
-        """
-    )
-    first = retrain.test()  # the first champion; also serialises the DAG and its asset schedule
+    project = project_in_dags_folder
+    dags = example_module(project, "airflow_dag")  # the example's DAG file, unchanged
+    retrain, monitor = dags.dag, dags.monitor_dag
+    assert (retrain.dag_id, monitor.dag_id) == ("penguins", "penguins_monitor")
+    first = retrain.test()  # the first champion; also serialises both DAGs and the asset schedule
     assert task_states(first) == dict.fromkeys(TRAIN_STEPS, "success")
     client = registry(project)
     assert str(client.get_model_version_by_alias("penguins", "champion").version) == "1"
-    unpause("penguins_retrain")
+    unpause("penguins")
 
     example_module(project, "make_drift_batch").build(
         project / "data" / "penguins.parquet", project / "data" / "next_batch.parquet", drift=True
-    )
-    monitor = dag_file(
-        f"""
-        from mlsteps_airflow import build_dag
-
-        dag = build_dag({str(project / "monitor.yaml")!r}, dag_id="penguins_monitor")
-        """
     )
     watched = monitor.test()
     assert task_states(watched) == {"monitor": "success"}
     report = xcoms("penguins_monitor", watched.run_id)[("monitor", "report")]
     assert report["summary"]["verdict"] == "drift", report["summary"]
     assert report["summary"]["model"] == "models:/penguins/1"
-    assert "penguins_retrain" in queued_asset_runs()
+    assert "penguins" in queued_asset_runs()
 
     land_batch_in_training_table(project)
-    schedule_until_running("penguins_retrain")
+    schedule_until_running("penguins")
 
     from airflow import settings
     from sqlalchemy import select
@@ -202,16 +216,14 @@ def test_drift_in_the_next_batch_retrains_through_the_scheduler(tmp_path: Path, 
     assert settings.Session is not None
     with settings.Session() as session:
         runs = session.scalars(
-            select(DagRun).where(
-                DagRun.dag_id == "penguins_retrain", DagRun.run_type == DagRunType.ASSET_TRIGGERED
-            )
+            select(DagRun).where(DagRun.dag_id == "penguins", DagRun.run_type == DagRunType.ASSET_TRIGGERED)
         ).all()
         assert len(runs) == 1, [r.run_id for r in runs]
         (created,) = runs
         assert created.triggered_by == DagRunTriggeredByType.ASSET
         consumed = [(e.source_dag_id, e.source_run_id, dict(e.extra)) for e in created.consumed_asset_events]
         run_id = created.run_id
-    assert "penguins_retrain" not in queued_asset_runs()  # the scheduler consumed the queue
+    assert "penguins" not in queued_asset_runs()  # the scheduler consumed the queue
     assert [(dag_id, source_run) for dag_id, source_run, _ in consumed] == [
         ("penguins_monitor", watched.run_id)
     ]
@@ -234,7 +246,7 @@ def test_drift_in_the_next_batch_retrains_through_the_scheduler(tmp_path: Path, 
 
     # A new version, trained on the landed batch, tagged with the report; the champion
     # alias is on it if and only if it beats the champion (register's compare-and-set).
-    values = xcoms("penguins_retrain", run_id)
+    values = xcoms("penguins", run_id)
     new = values[("register", "model_version")]
     assert new["version"] == "2"
     version = client.get_model_version("penguins", "2")
