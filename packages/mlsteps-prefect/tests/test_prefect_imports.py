@@ -73,6 +73,30 @@ def test_example_flow_builds_lightly() -> None:
     assert found == {"name": "penguins", "heavy": []}
 
 
+def test_example_retraining_loop_module_builds_lightly() -> None:
+    """``prefect_retrain.py`` imports without a server or an ML library; its monitor flow is ``monitor.yaml``'s."""
+    code = (
+        "import json, runpy, sys\n"
+        f"module = runpy.run_path({str(EXAMPLE.with_name('prefect_retrain.py'))!r})\n"
+        "print(json.dumps({'monitor': module['monitor'].name, 'pool': module['WORK_POOL'],\n"
+        "    'functions': sorted(n for n in ('deploy_training', 'retrain_on_drift', 'main') if callable(module[n])),\n"
+        f"    'heavy': sorted(m for m in {HEAVY!r} if m in sys.modules)}}))\n"
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found == {
+        "monitor": "penguins_monitor",
+        "pool": "penguins",
+        "functions": ["deploy_training", "main", "retrain_on_drift"],
+        "heavy": [],
+    }
+
+
 def test_the_kubernetes_events_and_feast_modules_are_light() -> None:
     code = (
         "import json, sys\n"

@@ -1,10 +1,12 @@
 """The retraining loop under Prefect, end to end, against the real temporary API server.
 
 The penguins example (its data, its next-batch generator and its spec, minus
-the Feast and serving steps to keep the test short) is deployed as the training
-flow and run once; the monitor spec's flow runs on a drifted next batch and its
-monitor task emits the drift event; the server's automation (``drift_automation``)
-creates a run of the training deployment, which is executed with
+the Feast and serving steps to keep the test short) is set up by its own
+``prefect_retrain.py``: ``deploy_training`` deploys ``prefect_flow.py:flow`` to a
+process work pool and ``retrain_on_drift`` saves the ``drift_automation``. The
+training flow runs once; the example's monitor flow runs on a drifted next batch
+and its monitor task emits the drift event; the server's automation creates a
+run of the training deployment, which is executed with
 ``prefect flow-run execute`` (what a worker runs). ``test_prefect_drift.py``
 covers the event and the automation with toy steps; this test follows the real
 steps through to a new registered version.
@@ -12,7 +14,6 @@ steps through to a new registered version.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
@@ -24,30 +25,19 @@ from uuid import UUID
 
 import pytest
 import yaml
-from prefect import Flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.exceptions import ObjectAlreadyExists
 from prefect_helpers import drift_events, eventually, flow_run_id, lineage
 
 from mlsteps.lineage import LineageRecorder
 from mlsteps.refs import ReportRef, parse_ref
 from mlsteps.storage import ArtifactStore
-from mlsteps_prefect import build_flow, drift_automation
 from mlsteps_prefect.events import model_resource_id
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "penguins"
 PREFECT = Path(sys.executable).parent / "prefect"
 TRAIN_STEPS = ["validate", "train", "evaluate", "register"]
-FLOW_FILE = """\
-from pathlib import Path
-
-from mlsteps_prefect import build_flow
-
-flow = build_flow(Path(__file__).with_name("pipeline.yaml"))
-"""
 
 
 def example_module(project: Path, name: str) -> Any:
@@ -72,7 +62,6 @@ def penguins_project(dest: Path) -> Path:
     del spec["steps"]["featurise"], spec["steps"]["deploy"]
     spec["steps"]["train"]["inputs"] = {"dataset": "validate.dataset"}
     (dest / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (dest / "retrain_flow.py").write_text(FLOW_FILE)
     return dest
 
 
@@ -96,15 +85,16 @@ def registry(project: Path) -> Any:
 def test_drift_in_the_next_batch_retrains_through_the_automation(tmp_path: Path, prefect_server: str) -> None:
     project = penguins_project(tmp_path / "penguins")
     art = project / ".mlsteps"
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(WorkPoolCreate(name="mlsteps-process", type="process"))
-    training = Flow.from_source(source=str(project), entrypoint="retrain_flow.py:flow")
-    deployment_id = training.deploy(
-        name="penguins-retrain", work_pool_name="mlsteps-process", print_next_steps=False
-    )
-    automation = drift_automation(deployment_id, model="penguins").create()
+    loop = example_module(project, "prefect_retrain")  # the example's own set-up of the loop
+    deployment_id = loop.deploy_training()
+    automation = loop.retrain_on_drift(deployment_id)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+    assert (deployment.name, deployment.work_pool_name) == ("penguins-retrain", "penguins")
+    assert deployment.entrypoint == "prefect_flow.py:flow"
+    assert automation.name == "retrain-on-drift-penguins"
     try:
-        first = build_flow(project / "pipeline.yaml")(return_state=True)
+        first = example_module(project, "prefect_flow").flow(return_state=True)
         assert first.is_completed(), first.message
         models = registry(project)
         assert str(models.get_model_version_by_alias("penguins", "champion").version) == "1"
@@ -112,7 +102,7 @@ def test_drift_in_the_next_batch_retrains_through_the_automation(tmp_path: Path,
         example_module(project, "make_drift_batch").build(
             project / "data" / "penguins.parquet", project / "data" / "next_batch.parquet", drift=True
         )
-        watched = build_flow(project / "monitor.yaml")(return_state=True)
+        watched = loop.monitor(return_state=True)
         assert watched.is_completed(), watched.message  # drift is a finding, not a failure
         (monitor_record,) = lineage(art, watched)
         report = parse_ref(monitor_record.outputs["report"].ref)
