@@ -132,13 +132,15 @@ def test_a_bad_override_fails_the_step_without_retries(project: Path) -> None:
 def test_overrides_translate_into_the_step_config() -> None:
     inline = {"repo_path": None, "inline": {"project": "p", "online_store": {"type": "sqlite"}}}
 
+    # The secret itself stays out of the config (lineage records it): only a ${NAME} reference.
+    reference = "${feast_online_store}"
     assert FeastResource(online_store={"type": "redis"}, connection_string="r:6379").overrides(
         {"repo_path": "repo"}
-    ) == {"repo_path": "repo", "online_store": {"type": "redis", "connection_string": "r:6379"}}
+    ) == {"repo_path": "repo", "online_store": {"type": "redis", "connection_string": reference}}
     # With an inline repo the store goes where the inline config keeps it.
     assert FeastResource(connection_string="r:6379").overrides(
         {**inline, "inline": {**inline["inline"], "online_store": {"type": "redis"}}}
-    )["inline"]["online_store"] == {"type": "redis", "connection_string": "r:6379"}
+    )["inline"]["online_store"] == {"type": "redis", "connection_string": reference}
     assert FeastResource().overrides(inline) == inline
     with pytest.raises(ConfigError, match="inline"):
         FeastResource(repo_path="elsewhere").overrides(inline)

@@ -560,6 +560,41 @@ def test_inline_repo_gives_the_same_training_set_as_the_example_repo(
     assert ref.metadata["features"] == ["penguin_measurements:bill_length_mm"]
 
 
+def test_inline_online_store_values_are_filled_from_secrets_and_never_written(
+    tmp_path: Path, penguins_repo: Path
+) -> None:
+    from pydantic import SecretStr
+
+    from mlsteps.lineage import LineageRecorder
+
+    source = describe_dataset(str(tmp_path / "data" / "penguins.parquet")).model_dump(mode="json")
+    # A sqlite path stands in for a Redis password: the same substitution, no server needed.
+    hidden = tmp_path / "s3cret-inline-online.db"
+    config = {
+        "inline": inline_penguins(online_store={"type": "sqlite", "path": "${INLINE_DB}"}),
+        "feature_service": "bills",
+        "entity_columns": ["penguin_id"],
+        "label_columns": ["species"],
+        "materialize": True,
+    }
+    ctx = make_ctx(tmp_path)
+    ctx.secrets = {"INLINE_DB": SecretStr(str(hidden))}
+    ctx.lineage = LineageRecorder(ctx.store)
+    execute_step(FeaturiseStep, ctx, config, {"dataset": source})
+
+    assert hidden.is_file()  # materialised where the secret said
+    generated = (tmp_path / "art" / "feast" / "penguins_inline" / "feature_store.yaml").read_text()
+    assert "${INLINE_DB}" in generated and "s3cret" not in generated
+    records = list((tmp_path / "art").rglob("lineage/**/*.json"))
+    assert records and all("s3cret" not in r.read_text() for r in records)
+
+    config["inline"]["online_store"]["path"] = "${NOPE}"
+    with pytest.raises(
+        ConfigError, match=r"featurise\.config\.inline\.online_store\.path.*\$\{NOPE\} is not set"
+    ):
+        run(tmp_path, config, source, run_id="r2")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -27,6 +27,7 @@ from mlsteps.refs import DatasetRef, DeploymentRef, ModelRef, ModelVersionRef, R
 from mlsteps.step import config_hash, execute_step
 from mlsteps_dagster.resources import (
     FEAST_RESOURCE_KEY,
+    FEAST_SECRET,
     FEATURISE_STEP,
     MLFLOW_RESOURCE_KEY,
     MLSTEPS_RESOURCE_KEY,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from mlsteps.context import RunContext
     from mlsteps.refs import BaseRef
     from mlsteps.spec import PipelineSpec, ResolvedStep
-    from mlsteps.step import Step, StepConfig, StepResult
+    from mlsteps.step import StepConfig, StepResult
     from mlsteps_dagster.resources import FeastResource, MlflowResource, MlstepsResource
 
 #: Name of the blocking asset check that carries a gate step's verdict.
@@ -47,8 +48,6 @@ GATE_CHECK_NAME = "gate"
 ASSET_KIND = "mlsteps"
 #: Run tag holding what started a run (JSON, e.g. a drift report); steps record it as lineage ``trigger``.
 TRIGGER_TAG = "mlsteps/trigger"
-#: Key of :class:`~mlsteps_dagster.FeastResource`'s connection string in ``RunContext.secrets``.
-FEAST_SECRET = "feast_online_store"
 
 
 def _is_ref(_context: dg.TypeCheckContext, value: object) -> dg.TypeCheck:
@@ -223,14 +222,12 @@ def build_step_asset(
         ctx = step_context(context, spec, step_id)
         try:
             config = step_config(context, step)
-            runnable = step_cls
             if step_cls.name == FEATURISE_STEP:
                 feast: FeastResource = getattr(context.resources, FEAST_RESOURCE_KEY)
                 if feast.connection_string is not None:
-                    # The secret travels in ctx.secrets, added to the config only inside run().
+                    # The config names ${feast_online_store}; the step fills it from ctx.secrets.
                     ctx.secrets[FEAST_SECRET] = SecretStr(feast.connection_string)
-                    runnable = _with_online_store_secret(step_cls)
-            result = execute_step(runnable, ctx, config, inputs)
+            result = execute_step(step_cls, ctx, config, inputs)
         except GateFailure as exc:
             yield from _gate_failed(ctx, step, exc, prefix, gate_out)
             return
@@ -265,41 +262,7 @@ def step_config(context: AssetExecutionContext, step: ResolvedStep) -> StepConfi
     feast: FeastResource = getattr(context.resources, FEAST_RESOURCE_KEY)
     base = step.config.model_dump(mode="json", exclude_unset=True)
     updated = feast.overrides(base)
-    if feast.connection_string is not None:
-        # The connection string is a secret: keep it out of the config that lineage records
-        # (``run_step`` hands it to the step through ``RunContext.secrets`` instead).
-        for store in (updated.get("online_store"), (updated.get("inline") or {}).get("online_store")):
-            if isinstance(store, dict):
-                store.pop("connection_string", None)
     return step.config if updated == base else step.step_cls.parse_config(updated)
-
-
-def _with_online_store_secret(step_cls: type[Step[Any]]) -> type[Step[Any]]:
-    """A subclass of the featurise step adding ``ctx.secrets``' connection string to its online store.
-
-    It keeps the step's ``name`` and ``version``, so lineage and cache keys are those of the
-    step itself, made from the secret-free config.
-    """
-
-    class WithOnlineStoreSecret(step_cls):  # type: ignore[valid-type,misc]
-        __doc__ = step_cls.__doc__
-
-        def run(self, ctx: RunContext, config: Any, inputs: dict[str, BaseRef]) -> StepResult:
-            secret = ctx.secrets.get(FEAST_SECRET)
-            if secret is not None:
-                inline = getattr(config, "inline", None)
-                if inline is not None:
-                    store = {**inline.online_store, "connection_string": secret.get_secret_value()}
-                    config = config.model_copy(
-                        update={"inline": inline.model_copy(update={"online_store": store})}
-                    )
-                else:
-                    store = {**(config.online_store or {}), "connection_string": secret.get_secret_value()}
-                    config = config.model_copy(update={"online_store": store})
-            result: StepResult = super().run(ctx, config, inputs)
-            return result
-
-    return WithOnlineStoreSecret
 
 
 def step_context(context: AssetExecutionContext, spec: PipelineSpec, step_id: str) -> RunContext:

@@ -28,6 +28,10 @@ FEAST_RESOURCE_KEY = "mlsteps_feast"
 #: The step type whose config :class:`FeastResource` overrides.
 FEATURISE_STEP = "featurise"
 
+#: Key of :class:`FeastResource`'s connection string in ``RunContext.secrets``; the step's config
+#: names it as ``${feast_online_store}``.
+FEAST_SECRET = "feast_online_store"
+
 
 class MlstepsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where mlsteps writes step outputs, lineage records and its embedded MLflow store.
@@ -99,7 +103,8 @@ class FeastResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     It overrides the step's config at run time (the lineage record shows the config
     actually used); Feast itself still does all the work. The connection string is a
     secret: set it with ``dg.EnvVar`` so Dagster reads it at run time and never shows it;
-    it reaches the step through ``RunContext.secrets``, never the recorded config.
+    the step's config carries only the reference ``${feast_online_store}``, which the
+    step fills from ``RunContext.secrets`` at run time.
 
     Example:
         ```python
@@ -163,7 +168,8 @@ class FeastResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                         ]
                     )
                 store = dict(current)
-            store["connection_string"] = self.connection_string
+            # Only a reference: the step fills it from RunContext.secrets, so lineage never sees the value.
+            store["connection_string"] = f"${{{FEAST_SECRET}}}"
         if store is not None:
             if isinstance(inline, dict):
                 out["inline"] = {**inline, "online_store": store}

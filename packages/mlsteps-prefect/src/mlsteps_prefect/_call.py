@@ -221,14 +221,6 @@ class StepCall:
             ctx.set_trigger(self.trigger)
         return ctx
 
-    def runnable_step(self) -> type[Step[Any]]:
-        """The step class to execute: with a Feast connection string, one that adds it at run time."""
-        if FEAST_SECRET in self.secrets:
-            from mlsteps_prefect.feast import with_online_store_secret
-
-            return with_online_store_secret(self.step_cls)
-        return self.step_cls
-
 
 def parse_outputs(value: Any) -> dict[str, BaseRef]:
     """Parse a task result (output name -> ref dict) back into refs; raises on anything else."""

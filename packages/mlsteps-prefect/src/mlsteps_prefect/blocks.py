@@ -148,8 +148,12 @@ class FeastSettings(Block):
         if problems:
             raise ConfigError(problems)
         if self.online_store is not None:
+            store = dict(self.online_store)
+            if self.online_store_connection_string is not None:
+                # Only a reference: the step fills it from RunContext.secrets, so lineage never sees it.
+                store["connection_string"] = f"${{{FEAST_SECRET}}}"
             if isinstance(inline, Mapping):
-                merged["inline"] = {**inline, "online_store": dict(self.online_store)}
+                merged["inline"] = {**inline, "online_store": store}
             else:
-                merged["online_store"] = dict(self.online_store)
+                merged["online_store"] = store
         return merged

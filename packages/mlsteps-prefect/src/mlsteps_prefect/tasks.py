@@ -216,7 +216,7 @@ def _step_function(step: str | type[Step[Any]]) -> Callable[..., Outputs]:
         )
         ctx = call.context(call.run_key())
         try:
-            result = execute_step(call.runnable_step(), ctx, call.config, call.inputs)
+            result = execute_step(call.step_cls, ctx, call.config, call.inputs)
         except GateFailure as exc:
             if isinstance(exc.report, BaseRef):
                 publish_reports(call, {"report": exc.report})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import os
 import re
 import sys
@@ -141,7 +142,8 @@ class InlineRepo(StepConfig):
     feature_services: list[InlineFeatureService] = Field(default_factory=list)
     online_store: dict[str, Any] = Field(
         default_factory=lambda: {"type": "sqlite"},
-        description="Online store section; SQLite under the artifact root by default.",
+        description="Online store section; SQLite under the artifact root by default. String values may "
+        "use ${NAME}, filled at run time from the run's secrets or the environment (never written to disk).",
     )
 
     @field_validator("project")
@@ -583,7 +585,11 @@ def _feature_store(repo: Path, config: FeaturiseConfig, *, secrets: Mapping[str,
     feast = require("feast")
     from feast.repo_config import RepoConfig
 
-    if config.online_store is None:
+    override, field = config.online_store, "featurise.config.online_store"
+    if config.inline is not None and _VAR.search(json.dumps(config.inline.online_store)):
+        # The generated feature_store.yaml keeps the ${NAME} references; the values go in memory only.
+        override, field = _inline_online_store(config.inline), "featurise.config.inline.online_store"
+    if override is None:
         try:
             return feast.FeatureStore(repo_path=str(repo))
         except Exception as exc:
@@ -596,9 +602,7 @@ def _feature_store(repo: Path, config: FeaturiseConfig, *, secrets: Mapping[str,
     if not isinstance(raw, dict):
         raise _repo_problem(f"{yaml_path}: expected a mapping at the top level")
     filled: list[str] = []
-    raw["online_store"] = expand_secrets(
-        dict(config.online_store), secrets, field="featurise.config.online_store", used=filled
-    )
+    raw["online_store"] = expand_secrets(dict(override), secrets, field=field, used=filled)
     try:
         repo_config = RepoConfig(**raw)
         repo_config.repo_path = repo
@@ -609,9 +613,7 @@ def _feature_store(repo: Path, config: FeaturiseConfig, *, secrets: Mapping[str,
         message = str(exc)
         for value in filled:
             message = message.replace(value, "***")
-        raise ConfigError(
-            [Problem(None, "featurise.config.online_store", f"not a valid Feast online store: {message}")]
-        ) from None
+        raise ConfigError([Problem(None, field, f"not a valid Feast online store: {message}")]) from None
 
 
 @contextlib.contextmanager
@@ -796,14 +798,11 @@ def _inline_repo_dir(ctx: RunContext, inline: InlineRepo) -> Path:
     """
     yaml = require("yaml")
     repo = ctx.store.local_dir("feast", inline.project)
-    online = dict(inline.online_store)
-    if online.get("type") == "sqlite" and "path" not in online:
-        online["path"] = "online_store.db"
     body = {
         "project": inline.project,
         "provider": "local",
         "registry": "registry.db",
-        "online_store": online,
+        "online_store": _inline_online_store(inline),
         "offline_store": {"type": "file"},
         "entity_key_serialization_version": 3,
     }
@@ -813,6 +812,14 @@ def _inline_repo_dir(ctx: RunContext, inline: InlineRepo) -> Path:
     if not target.is_file() or target.read_text() != text:
         atomic_write_bytes(target, text.encode())
     return repo
+
+
+def _inline_online_store(inline: InlineRepo) -> dict[str, Any]:
+    """The inline repo's online store section: a SQLite store defaults to a file in the repo directory."""
+    online = dict(inline.online_store)
+    if online.get("type") == "sqlite" and "path" not in online:
+        online["path"] = "online_store.db"
+    return online
 
 
 def _inline_contents(ctx: RunContext, inline: InlineRepo) -> Any:
