@@ -2,16 +2,17 @@
 
 Fast tests render each template with cookiecutter (the real one) and check the
 result: files, a spec that loads, the pre-generation hook's messages, and that
-``mlsteps init`` renders the same tree. The slow tests install each rendered
-project into a fresh virtual environment (the adapter's locked requirements from
-this repository's uv.lock, the workspace packages editable, the project itself)
-and run the project's own tests there: its pipeline end to end on the real
-orchestrator.
+``mlsteps init`` renders the same tree; the rendered GitHub workflow is checked
+against the GitHub Actions schema. The slow tests run each rendered project's own
+``make test`` (``uv sync`` of the project, mlsteps from this checkout, the other
+packages held to this repository's locked versions), whose tests run its pipeline
+end to end on the real orchestrator.
 """
 
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from cookiecutter.environment import StrictEnvironment
 from cookiecutter.exceptions import FailedHookException
@@ -107,6 +109,48 @@ def test_template_renders_a_complete_project(orchestrator: str, tmp_path: Path) 
     assert "\ndemo: " in makefile
     assert "\ntest: env" in makefile
     assert "\n\t$(VENV)/bin/pytest\n" in makefile  # recipes keep their tabs
+
+
+def check_workflows(*files: Path) -> subprocess.CompletedProcess[str]:
+    """SchemaStore's GitHub Actions workflow schema, as vendored by check-jsonschema (no network)."""
+    return subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, files)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("orchestrator", ORCHESTRATORS)
+def test_rendered_workflow_is_a_valid_github_workflow_running_make_test(
+    orchestrator: str, tmp_path: Path
+) -> None:
+    project = render(orchestrator, tmp_path)
+    workflow = project / ".github" / "workflows" / "ci.yml"
+    checked = check_workflows(workflow)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    runs = [
+        s["run"]
+        for job in yaml.safe_load(workflow.read_text())["jobs"].values()
+        for s in job["steps"]
+        if "run" in s
+    ]
+    assert runs == ["make test"]  # what the README's Quick start says, nothing the project does not have
+    dry = subprocess.run(["make", "-n", "test"], cwd=project, capture_output=True, text=True, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert "sync --group dev" in dry.stdout and ".venv/bin/pytest" in dry.stdout
+
+    # The check can fail: a job without `runs-on` or `steps` is not a workflow.
+    broken = tmp_path / "broken.yml"
+    broken.write_text(workflow.read_text().replace("runs-on:", "runs_on:"))
+    rejected = check_workflows(broken)
+    assert rejected.returncode == 1, rejected.stdout
+    assert "runs-on" in rejected.stdout + rejected.stderr
+
+
+def test_this_repositorys_workflows_are_valid_github_workflows() -> None:
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert {p.name for p in workflows} >= {"ci.yml", "kind.yml"}
+    checked = check_workflows(*workflows)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 @pytest.mark.parametrize("orchestrator", ORCHESTRATORS)
@@ -339,17 +383,24 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], cwd: Path, timeout: int, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout, check=False
+        args, cwd=cwd, env=clean_env() | env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("orchestrator", ORCHESTRATORS)
-def test_rendered_project_passes_its_own_tests_in_a_fresh_environment(
+def test_rendered_project_passes_its_own_make_test_in_a_fresh_environment(
     orchestrator: str, tmp_path: Path
 ) -> None:
+    """The rendered README's ``make test``: ``uv sync`` makes the project's .venv and lock, then its tests run.
+
+    mlsteps comes from this checkout (``mlsteps_source``); every other package is
+    held to the version this repository's uv.lock tested (uv's constraint
+    dependencies, through ``UV_CONFIG_FILE``), so the resolution is the project's
+    own but cannot drift to an untested release.
+    """
     project = render(orchestrator, tmp_path, mlsteps_source=str(ROOT))
     requirements = tmp_path / "requirements.txt"
     export = run(
@@ -358,30 +409,24 @@ def test_rendered_project_passes_its_own_tests_in_a_fresh_environment(
         ROOT, 120,
     )  # fmt: skip
     assert export.returncode == 0, export.stderr
-    venv = tmp_path / "venv"
-    python = str(venv / "bin" / "python")
-    created = run([*UV, "venv", str(venv), "--python", "3.11", "--quiet"], tmp_path, 120)
-    assert created.returncode == 0, created.stderr
-    installed = run(
-        [*UV, "pip", "install", "--python", python, "--quiet", "-r", str(requirements),
-         "-e", str(ROOT / "packages" / "mlsteps"), "-e", str(ROOT / "packages" / f"mlsteps-{orchestrator}")],
-        tmp_path, 600,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    # The project itself: its dependencies are the locked set above.
-    own = run(
-        [*UV, "pip", "install", "--python", python, "--quiet", "--no-deps", "-e", str(project)], tmp_path, 300
-    )
-    assert own.returncode == 0, own.stderr
-    check = run(
-        [python, "-c", "import wine_classifier, mlsteps; print(wine_classifier.__file__)"], tmp_path, 60
-    )
-    assert check.stdout.strip() == str(project / "wine_classifier" / "__init__.py"), check.stderr
+    pins = [line.split(";")[0].strip() for line in requirements.read_text().splitlines() if "==" in line]
+    config = tmp_path / "uv.toml"
+    config.write_text(f"constraint-dependencies = {json.dumps(pins)}\n")
 
-    tests = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, 900)
+    tests = run(["make", "test", f"UV={' '.join(UV)}"], project, 1200, UV_CONFIG_FILE=str(config))
 
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-3000:]
     assert "2 passed" in tests.stdout
+    assert (project / "uv.lock").is_file() and (project / ".venv" / "bin" / "pytest").is_file()
+    where = run(
+        [str(project / ".venv" / "bin" / "python"), "-c",
+         "import mlsteps, wine_classifier; print(mlsteps.__file__); print(wine_classifier.__file__)"],
+        project, 60,
+    )  # fmt: skip
+    assert where.stdout.split() == [
+        str(ROOT / "packages" / "mlsteps" / "src" / "mlsteps" / "__init__.py"),
+        str(project / "wine_classifier" / "__init__.py"),
+    ], where.stderr
     assert not (project / ".mlsteps").exists()  # the tests ran on a copy
 
 
