@@ -1,9 +1,10 @@
 """The retraining loop under Dagster, end to end, on one real Dagster instance.
 
-The penguins example (its data, its next-batch generator and its spec, minus
-the Feast and serving steps to keep the test short) is trained by its job; the
-monitor spec's job runs on a drifted next batch; the real ``drift_sensor`` is
-evaluated against the same instance and the run request it yields is executed
+The penguins example's own definitions (``dagster_defs.py``: the training and
+monitor pipelines merged, with the drift sensor), with its data, its next-batch
+generator and its specs (minus the Feast and serving steps, to keep the test
+short): the ``penguins`` job trains; the ``penguins_monitor`` job runs on a
+drifted next batch; the example's ``drift_sensor`` is evaluated against the same instance and the run request it yields is executed
 with its run key, tags and run config, as the sensor daemon would launch it.
 """
 
@@ -22,7 +23,7 @@ import yaml
 from mlsteps.lineage import LineageRecorder
 from mlsteps.refs import ModelVersionRef, ReportRef, parse_ref
 from mlsteps.storage import ArtifactStore
-from mlsteps_dagster import TRIGGER_TAG, build_definitions, drift_sensor
+from mlsteps_dagster import TRIGGER_TAG
 from mlsteps_dagster.sensors import TRIGGER_KIND_TAG, TRIGGER_REPORT_TAG
 
 REPO = Path(__file__).resolve().parents[3]
@@ -84,10 +85,11 @@ def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]
 def test_drift_in_the_next_batch_retrains_through_the_sensor(tmp_path: Path) -> None:
     project = penguins_project(tmp_path / "penguins")
     art = project / ".mlsteps"
-    sensor = drift_sensor("penguins", art, model="penguins")
-    training = build_definitions(project / "pipeline.yaml", sensors=[sensor])
-    monitoring = build_definitions(project / "monitor.yaml")
-    job = training.resolve_job_def("penguins")
+    defs = example_module(project, "dagster_defs").defs  # the example's file, unchanged
+    sensor = defs.resolve_sensor_def("penguins_drift_sensor")
+    assert sensor.job_name == "penguins"
+    assert defs.resolve_schedule_def("penguins_monitor_daily").job_name == "penguins_monitor"
+    job = defs.resolve_job_def("penguins")
 
     with dg.instance_for_test() as instance:
         first = job.execute_in_process(instance=instance)
@@ -96,13 +98,13 @@ def test_drift_in_the_next_batch_retrains_through_the_sensor(tmp_path: Path) -> 
         assert str(client.get_model_version_by_alias("penguins", "champion").version) == "1"
 
         # No drift report yet: the sensor skips.
-        idle = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=training))
+        idle = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
         assert not idle.run_requests and idle.skip_message is not None
 
         example_module(project, "make_drift_batch").build(
             project / "data" / "penguins.parquet", project / "data" / "next_batch.parquet", drift=True
         )
-        watched = monitoring.resolve_job_def("penguins_monitor").execute_in_process(instance=instance)
+        watched = defs.resolve_job_def("penguins_monitor").execute_in_process(instance=instance)
         assert watched.success  # drift is a finding, not a failure
         report = parse_ref(watched.asset_value(["monitor", "report"]))
         assert isinstance(report, ReportRef)
@@ -111,7 +113,7 @@ def test_drift_in_the_next_batch_retrains_through_the_sensor(tmp_path: Path) -> 
         (monitor_record,) = LineageRecorder(ArtifactStore(art)).records(watched.run_id)
         assert monitor_record.run_key.orchestrator == "dagster"
 
-        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=training))
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
         (request,) = tick.run_requests or []
         assert request.run_key == f"drift:{monitor_record.record_id}"
         assert request.tags[TRIGGER_KIND_TAG] == "drift"
@@ -121,7 +123,7 @@ def test_drift_in_the_next_batch_retrains_through_the_sensor(tmp_path: Path) -> 
         assert not again.run_requests
 
         land_batch_in_training_table(project)
-        target = training.resolve_job_def(request.job_name or sensor.job_name)
+        target = defs.resolve_job_def(request.job_name or sensor.job_name)
         run_config = request.run_config if isinstance(request.run_config, dict) else {}
         retrain = target.execute_in_process(
             instance=instance,
