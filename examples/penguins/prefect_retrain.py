@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
@@ -57,8 +57,13 @@ def deploy_training(work_pool: str = WORK_POOL) -> UUID:
     """
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
-    training = Flow.from_source(source=str(HERE), entrypoint="prefect_flow.py:flow")
-    return training.deploy(name=TRAINING_DEPLOYMENT, work_pool_name=work_pool, print_next_steps=False)
+    # Called synchronously, Prefect's sync-or-async methods return plain values.
+    training = cast(
+        "Flow[..., object]", Flow.from_source(source=str(HERE), entrypoint="prefect_flow.py:flow")
+    )
+    return cast(
+        "UUID", training.deploy(name=TRAINING_DEPLOYMENT, work_pool_name=work_pool, print_next_steps=False)
+    )
 
 
 def retrain_on_drift(deployment_id: UUID | str) -> Automation:
@@ -71,12 +76,12 @@ def retrain_on_drift(deployment_id: UUID | str) -> Automation:
     with get_client(sync_client=True) as client:
         for old in client.read_automations_by_name(automation.name):
             client.delete_automation(old.id)
-    return automation.create()
+    return cast("Automation", automation.create())
 
 
 def main(argv: list[str] | None = None) -> None:
     """Deploy the training flow, create the drift automation, then run or serve the monitor flow."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="The penguins retraining loop under Prefect.")
     parser.add_argument("--once", action="store_true", help="run the monitor flow once instead of serving it")
     parser.add_argument(
         "--cron", default="0 6 * * *", help="the monitor's schedule when served (default daily 06:00)"
