@@ -16,7 +16,6 @@ from mlsteps.context import RunContext
 from mlsteps.hashing import hash_file
 from mlsteps.refs import BaseRef, DatasetRef, RefKind, ReportRef
 from mlsteps.step import InputSpec, Step, StepConfig, StepResult
-from mlsteps.steps.register import RegisterConfig, RegisterStep
 from mlsteps.storage import atomic_write_bytes, to_local_path
 
 
@@ -77,19 +76,3 @@ class ToyProbe(Step[NoConfig]):
         atomic_write_bytes(path, json.dumps(summary).encode())
         ref = ReportRef(uri=str(path), content_hash=hash_file(path), passed=True, summary=summary)
         return StepResult(outputs={"report": ref}, passed=True)
-
-
-class FlakyRegister(RegisterStep):
-    """The real ``register`` step, crashing after it has registered on the first attempt.
-
-    What a worker lost mid-task looks like to Airflow: the version exists, the task
-    failed, and the retry must find that version instead of creating another.
-    """
-
-    name = "flaky_register"
-
-    def run(self, ctx: RunContext, config: RegisterConfig, inputs: dict[str, BaseRef]) -> StepResult:
-        result = super().run(ctx, config, inputs)
-        if ctx.run_key.attempt == 1:
-            raise RuntimeError("worker lost after registering")
-        return result

@@ -16,7 +16,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from mlsteps.testing import TOY_STEPS, write_step_plugin  # light: imports no airflow
+from mlsteps.testing import FLAKY_STEPS, TOY_STEPS, write_step_plugin  # light: imports no airflow
 
 if "airflow" in sys.modules:  # pragma: no cover - guards the ordering this file relies on
     raise RuntimeError("airflow was imported before the test environment was set up")
@@ -46,7 +46,7 @@ write_step_plugin(
         "toy_file": "airflow_toysteps:ToyFile",
         "toy_publish": "airflow_toysteps:ToyPublish",
         "toy_probe": "airflow_toysteps:ToyProbe",
-        "flaky_register": "airflow_toysteps:FlakyRegister",
+        **FLAKY_STEPS,
     },
 )
 _extra_path = [str(PLUGIN_SITE), str(TESTS_DIR)]

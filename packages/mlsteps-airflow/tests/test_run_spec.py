@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from airflow_testing import lineage_records, task_states, write_spec, xcoms
 
+from mlsteps.testing import check_retried_deploy, stop_deployments
+
 TOY_SPEC = """\
 name: toy
 defaults:
@@ -118,8 +120,8 @@ def test_unexpected_errors_are_retried(tmp_path: Path, dag_file: Any) -> None:
 
 
 @pytest.mark.slow
-def test_a_retried_register_task_does_not_duplicate_the_version(tmp_path: Path, dag_file: Any) -> None:
-    """Try 1 registers and then dies; Airflow's try 2 finds that version instead of making another."""
+def test_retried_register_and_deploy_tasks_do_not_duplicate_their_work(tmp_path: Path, dag_file: Any) -> None:
+    """Try 1 registers (deploys) and then dies; Airflow's try 2 finds that version (server) and reuses it."""
     rows = ["x1,x2,y"] + [
         f"{i % 7},{(i * 3) % 5},{'a' if (i % 7) + (i * 3) % 5 > 5 else 'b'}" for i in range(120)
     ]
@@ -142,6 +144,11 @@ def test_a_retried_register_task_does_not_duplicate_the_version(tmp_path: Path, 
             retries: 1
             config: {name: flaky, promote: true}
             inputs: {model: train.model, evaluation: evaluate.report}
+          deploy:
+            uses: flaky_deploy
+            retries: 1
+            config: {name: flaky-svc}
+            inputs: {model_version: register.model_version}
         """,
     )
     dag = dag_file(
@@ -153,13 +160,19 @@ def test_a_retried_register_task_does_not_duplicate_the_version(tmp_path: Path, 
         """
     )
 
-    dag_run = dag.test()
-
-    assert task_states(dag_run) == dict.fromkeys(["source", "train", "evaluate", "register"], "success")
+    try:
+        dag_run = dag.test()
+        steps = ["source", "train", "evaluate", "register", "deploy"]
+        assert task_states(dag_run) == dict.fromkeys(steps, "success")
+        deployed = check_retried_deploy(tmp_path / "art", dag_run.run_id, "flaky-svc")
+    finally:
+        stop_deployments(tmp_path / "art")
+    assert dag_run.get_task_instance("deploy").try_number == 2
+    assert deployed.traffic == {"1": 100}
     assert dag_run.get_task_instance("register").try_number == 2
     records = [r for r in lineage_records(tmp_path / "art", dag_run.run_id) if r.run_key.step == "register"]
     assert [(r.run_key.attempt, r.status) for r in records] == [(1, "failed"), (2, "succeeded")]
-    assert "worker lost after registering" in (records[0].error or "")
+    assert "worker lost after register did its work" in (records[0].error or "")
     from mlflow import MlflowClient
 
     db = f"sqlite:///{tmp_path / 'art' / 'mlflow.db'}"

@@ -1,4 +1,7 @@
-"""Re-materializing ``register`` never duplicates a registered model version (real MLflow, sklearn, GX)."""
+"""Re-materializing or retrying ``register`` (and ``deploy``) never duplicates a model version or a server.
+
+Real MLflow, sklearn, GX and a real local model server.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,13 @@ from conftest import write_spec
 from mlsteps.lineage import LineageRecorder
 from mlsteps.refs import ModelVersionRef, parse_ref
 from mlsteps.storage import ArtifactStore
+from mlsteps.testing import (
+    FlakyDeploy,
+    FlakyRegister,
+    check_retried_deploy,
+    registered_steps,
+    stop_deployments,
+)
 from mlsteps_dagster import build_definitions
 
 REPO = Path(__file__).resolve().parents[3]
@@ -162,3 +172,36 @@ def test_reexecuting_the_register_step_of_a_run_reuses_the_version(
     assert isinstance(ref, ModelVersionRef)
     assert ref.version == max(after_original, key=int)
     assert ref.metadata["reused"] is True
+
+
+@pytest.mark.slow
+def test_retried_register_and_deploy_ops_do_not_duplicate_the_version_or_the_server(
+    first_run: tuple[Path, dg.Definitions, dg.ExecuteInProcessResult],
+) -> None:
+    """Dagster's op retries (the spec's ``retries``) after the work of attempt 1 went through."""
+    spec, _, _ = first_run
+    retry_spec = write_spec(
+        spec.parent,
+        SPEC.replace("name: reg\n", "name: reg_retry\n").replace(
+            "  register:\n    config: {name: reg_penguins,",
+            "  register:\n    uses: flaky_register\n    retries: 1\n    config: {name: reg_retry,",
+        )
+        + "  deploy:\n    uses: flaky_deploy\n    retries: 1\n    config: {name: dg-retry-svc}\n"
+        "    inputs: {model_version: register.model_version}\n",
+        name="retry.yaml",
+    )
+    root = spec.parent / ".mlsteps"
+    with registered_steps(FlakyRegister, FlakyDeploy):
+        try:
+            result = materialize(build_definitions(retry_spec))
+            assert result.success
+            deployed = check_retried_deploy(root, result.run_id, "dg-retry-svc")
+        finally:
+            stop_deployments(root)
+    assert [str(v.version) for v in versions(spec, "reg_retry")] == ["1"]
+    assert deployed.traffic == {"1": 100}
+    records = [
+        r for r in LineageRecorder(ArtifactStore(root)).records(result.run_id) if r.run_key.step == "register"
+    ]
+    assert [(r.run_key.attempt, r.status) for r in records] == [(1, "failed"), (2, "succeeded")]
+    assert records[1].outputs["model_version"].ref["metadata"]["reused"] is True

@@ -1,14 +1,13 @@
-"""A retried register task does not register a second model version (real MLflow on SQLite).
+"""Retried register and deploy tasks do not duplicate their work (real MLflow on SQLite, a real server).
 
-The failure is real: a step plugin registered with ``mlsteps.registry.register_step``
-runs the built-in ``register`` step and then raises on its first attempt, as a lost
-connection after the registry write would. Prefect retries the task; the retry
-must find the version the first attempt made (by its run-key tag) and finish it.
+The failure is real: ``mlsteps.testing.FlakyRegister`` / ``FlakyDeploy`` run the
+built-in step and then raise on their first attempt, as a worker lost after the
+registry write (the server start) would. Prefect retries the task; the retry must
+find the version (the live server) the first attempt made and finish with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +18,11 @@ from prefect_helpers import flow_run_id, lineage, state_names, task_runs
 from mlsteps.context import RunKey, build_context
 from mlsteps.hashing import hash_file
 from mlsteps.refs import DatasetRef, ModelVersionRef, parse_ref
-from mlsteps.steps.register import ATTEMPT_TAG, LINEAGE_TAG, RUN_KEY_TAG, RegisterStep
+from mlsteps.steps.register import ATTEMPT_TAG, LINEAGE_TAG, RUN_KEY_TAG
+from mlsteps.testing import FlakyDeploy, FlakyRegister, check_retried_deploy, stop_deployments
 from mlsteps_prefect import evaluate_task, mlsteps_task, train_task
 
 MODEL = "penguins-retry"
-
-
-class LostConnectionError(ConnectionError):
-    """What the first attempt raises after the registry write went through."""
-
-
-class FlakyRegister(RegisterStep):
-    """The real register step, failing after it registered on the first attempt."""
-
-    name = "flaky_register"
-
-    def run(self, ctx: Any, config: Any, inputs: Any) -> Any:
-        result = super().run(ctx, config, inputs)
-        if ctx.run_key.attempt == 1:
-            raise LostConnectionError("connection reset after registering (attempt 1)")
-        return result
-
-
-@pytest.fixture
-def flaky_register() -> Iterator[None]:
-    from mlsteps import testing
-
-    with testing.registered_steps(FlakyRegister):
-        yield
 
 
 @pytest.fixture
@@ -59,14 +35,14 @@ def penguins(tmp_path: Path) -> DatasetRef:
     return DatasetRef(uri=str(path), content_hash=hash_file(path), rows=len(df.dropna()))
 
 
-@pytest.mark.usefixtures("flaky_register")
-def test_a_retried_register_does_not_duplicate_the_model_version(
+def test_retried_register_and_deploy_do_not_duplicate_the_version_or_the_server(
     tmp_path: Path, penguins: DatasetRef
 ) -> None:
     from mlflow import MlflowClient
 
     common: dict[str, Any] = {"artifact_root": "art", "base_dir": str(tmp_path)}
-    register = mlsteps_task("flaky_register", retries=1)
+    register = mlsteps_task(FlakyRegister, retries=1)
+    deploy = mlsteps_task(FlakyDeploy, retries=1)
 
     @flow(name="retry")
     def retry() -> dict[str, dict[str, Any]]:
@@ -84,15 +60,24 @@ def test_a_retried_register_does_not_duplicate_the_model_version(
             inputs={"model": trained["model"], "dataset": trained["test_data"]},
             **common,
         )
-        return register(
+        registered = register(
             config={"name": MODEL, "aliases": ["challenger"]},
             inputs={"model": trained["model"], "evaluation": evaluated["report"]},
             **common,
         )
+        deploy(config={"name": "retry-svc"}, inputs={"model_version": registered["model_version"]}, **common)
+        return registered
 
-    state = retry(return_state=True)
-
-    assert state.is_completed(), state.message
+    try:
+        state = retry(return_state=True)
+        assert state.is_completed(), state.message
+        deployed = check_retried_deploy(
+            tmp_path / "art", str(flow_run_id(state)), "retry-svc", step="flaky_deploy"
+        )
+    finally:
+        stop_deployments(tmp_path / "art")
+    assert task_runs(state)["flaky_deploy"].run_count == 2
+    assert deployed.traffic == {"1": 100}
     assert task_runs(state)["flaky_register"].run_count == 2
     assert state_names(state)["flaky_register"] == "Completed"
     version = parse_ref(state.result()["model_version"])
@@ -116,7 +101,7 @@ def test_a_retried_register_does_not_duplicate_the_model_version(
     records = [r for r in lineage(tmp_path / "art", state) if r.run_key.step == "flaky_register"]
     records.sort(key=lambda r: r.run_key.attempt)
     assert [(r.run_key.attempt, r.status) for r in records] == [(1, "failed"), (2, "succeeded")]
-    assert "LostConnectionError" in (records[0].error or "")
+    assert "WorkerLostError" in (records[0].error or "")
     assert records[1].outputs["model_version"].ref["version"] == "1"
     assert tags[LINEAGE_TAG] == records[1].record_id
     assert {r.run_key.idempotency_key for r in records} == {run_key.idempotency_key}

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import importlib
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mlsteps.context import RunContext
+    from mlsteps.refs import DeploymentRef
 
 
 class SourceConfig(StepConfig):
@@ -110,12 +113,60 @@ class ToyCrash(Step[SumConfig]):
         raise ZeroDivisionError("boom")
 
 
+class WorkerLostError(RuntimeError):
+    """What a step fails with when its worker is lost after the step's work went through."""
+
+
+S = TypeVar("S", bound=Step[Any])
+
+
+def crash_after_first_attempt(step_cls: type[S], step_name: str) -> type[S]:
+    """A step type doing ``step_cls``'s real work, then failing on attempt 1 as a lost worker would.
+
+    The orchestrator sees a failed task whose side effects (a registered version, a
+    live server) exist; its retry (attempt 2) must find them instead of doing them twice.
+    """
+
+    class CrashAfterFirstAttempt(step_cls):  # type: ignore[valid-type,misc]
+        name = step_name
+        __doc__ = f"The real `{step_cls.name}` step, failing after its work on attempt 1."
+
+        def run(self, ctx: RunContext, config: Any, inputs: dict[str, BaseRef]) -> StepResult:
+            result: StepResult = super().run(ctx, config, inputs)
+            if ctx.run_key.attempt == 1:
+                raise WorkerLostError(f"worker lost after {step_cls.name} did its work (attempt 1)")
+            return result
+
+    CrashAfterFirstAttempt.__name__ = CrashAfterFirstAttempt.__qualname__ = f"Flaky{step_cls.__name__}"
+    return CrashAfterFirstAttempt
+
+
+@functools.cache
+def _flaky(module: str, attr: str, step_name: str) -> type[Step[Any]]:
+
+    return crash_after_first_attempt(getattr(importlib.import_module(module), attr), step_name)
+
+
+def __getattr__(attr: str) -> Any:
+    # The built-in steps' flaky variants, built on first use: this module stays light to import.
+    if attr == "FlakyRegister":
+        return _flaky("mlsteps.steps.register", "RegisterStep", "flaky_register")
+    if attr == "FlakyDeploy":
+        return _flaky("mlsteps.steps.deploy", "DeployStep", "flaky_deploy")
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
 #: The toy steps by name, as entry-point targets.
 TOY_STEPS: dict[str, str] = {
     "toy_source": "mlsteps.testing:ToySource",
     "toy_sum": "mlsteps.testing:ToySum",
     "toy_copy": "mlsteps.testing:ToyCopy",
     "toy_crash": "mlsteps.testing:ToyCrash",
+}
+#: Built-in steps that fail after their work on attempt 1 (:func:`crash_after_first_attempt`).
+FLAKY_STEPS: dict[str, str] = {
+    "flaky_register": "mlsteps.testing:FlakyRegister",
+    "flaky_deploy": "mlsteps.testing:FlakyDeploy",
 }
 
 
@@ -209,3 +260,55 @@ def doc_code_blocks(page: Path, lang: str) -> list[tuple[str, str | None]]:
         marker = _SKIP.fullmatch(before.strip())
         found.append((match.group(2), marker.group(1).strip() if marker else None))
     return found
+
+
+def _root_context(root: Path) -> RunContext:
+    from mlsteps.context import RunKey, build_context
+
+    return build_context(RunKey(run_id="check", step="check", pipeline="check"), artifact_root=str(root))
+
+
+def check_retried_deploy(root: Path, run_id: str, deployment: str, *, step: str = "deploy") -> DeploymentRef:
+    """Check what a ``flaky_deploy`` retried by an orchestrator left: one healthy server, reused.
+
+    Attempt 1 started the server and then failed; attempt 2 must have found it live and
+    healthy and reused it: lineage shows the failed and the succeeded attempt, the
+    deployment history one healthy entry for the run key, and exactly one server runs
+    for the deployment (it answers a real prediction). Returns attempt 2's ref.
+    """
+    from mlsteps.deploy.base import StateFile
+    from mlsteps.deploy.local import LocalServer, is_running, predict, serving_example, stray_servers
+    from mlsteps.lineage import LineageRecorder
+    from mlsteps.refs import DeploymentRef
+    from mlsteps.storage import ArtifactStore
+
+    records = [r for r in LineageRecorder(ArtifactStore(root)).records(run_id) if r.run_key.step == step]
+    statuses = [(r.run_key.attempt, r.status) for r in records]
+    if statuses != [(1, "failed"), (2, "succeeded")] or "worker lost" not in (records[0].error or ""):
+        raise AssertionError(f"expected a failed attempt 1 and a succeeded attempt 2, got {statuses}")
+    ref = records[1].outputs["deployment"].ref
+    if ref.get("status") != "healthy" or ref.get("metadata", {}).get("reused") is not True:
+        raise AssertionError(f"attempt 2 did not reuse attempt 1's server: {ref}")
+    state_file = StateFile(_root_context(root), deployment)
+    state = state_file.load()
+    if state is None:
+        raise AssertionError(f"no deployment state for {deployment!r} under {root}")
+    key = records[1].run_key.idempotency_key
+    healthy = [e for e in state.history if e.status == "healthy" and e.details.get("run_key") == key]
+    if len(healthy) != 1 or len(state.history) != 1:
+        raise AssertionError(f"expected one healthy deploy for {key}, history: {state.history}")
+    live = LocalServer.model_validate(state.runtime["live"])
+    others = stray_servers(state_file.directory(), keep={live.pid})
+    if not is_running(live) or others:
+        raise AssertionError(f"expected only the live server {live.pid} running, also found {others}")
+    example = serving_example(live.model_path)
+    if example is None or state.endpoint is None or not predict(state.endpoint, example):
+        raise AssertionError("the live server gave no prediction on the model's input example")
+    return DeploymentRef.model_validate(ref)
+
+
+def stop_deployments(root: Path) -> list[str]:
+    """Stop every local deployment under the artifact root ``root`` (test teardown)."""
+    from mlsteps.deploy.local import stop_all
+
+    return stop_all(_root_context(root), reason="test teardown")
