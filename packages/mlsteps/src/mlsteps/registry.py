@@ -74,9 +74,10 @@ def get_step(name: str) -> type[Step[Any]]:
     """The step class registered as ``name``; a clear error with suggestions otherwise."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    steps = available_steps()
-    target = steps.get(name)
+    # A built-in name needs no entry-point scan (every installed distribution's metadata).
+    target = BUILTIN_STEPS.get(name) or available_steps().get(name)
     if target is None:
+        steps = available_steps()
         close = difflib.get_close_matches(name, steps, n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise StepNotFoundError(

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
     from mlsteps.context import RunContext
 
+#: Model-version tag set by ``register``: the hash of the version's artifact files
+#: (:func:`artifact_tree_hash`), checked by ``deploy`` before anything serves them.
+ARTIFACT_HASH_TAG = "mlsteps.artifact_hash"
+
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
 
 
@@ -229,6 +233,25 @@ def ensure_experiment(ctx: RunContext, client: MlflowClient) -> str:
             return str(exp.experiment_id)
     except Exception as exc:
         raise wrap(exc, "could not get or create the MLflow experiment " + repr(name)) from exc
+
+
+def artifact_tree_hash(ctx: RunContext, model_uri: str) -> str:
+    """Hash a registered version's artifact files (relative names and contents), as they are stored.
+
+    ``register`` records it (:data:`ARTIFACT_HASH_TAG`); ``deploy`` recomputes it to refuse
+    artifacts changed since. The artifacts are downloaded to a temporary directory first.
+    """
+    import tempfile
+
+    from mlsteps.hashing import hash_path
+
+    artifacts = require("mlflow.artifacts")
+    with tempfile.TemporaryDirectory(prefix="mlsteps-artifacts-") as tmp:
+        try:
+            artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        except Exception as exc:
+            raise wrap(exc, f"could not download {model_uri} to hash it") from exc
+        return hash_path(tmp)
 
 
 def wrap(exc: BaseException, doing: str) -> BackendError:

@@ -75,9 +75,27 @@ def check_artifacts(model: ModelSpec, directory: Path) -> None:
     A version registered outside mlsteps has no recorded hash and is not checked
     (deploying it already needs ``force``: it has no evaluation either).
     """
+    if model.artifact_hash is not None:
+        _refuse_changed(model, hash_path(directory))
+
+
+def verify_registered_artifacts(ctx: RunContext, model: ModelSpec) -> None:
+    """Hash the version's artifacts in the registry and compare with the hash recorded at registration.
+
+    For targets that do not download the model here (Kubernetes, KServe: the pods
+    fetch it), so tampered artifacts are refused before anything is applied. The
+    pods download again later; a change in between is not detected.
+    """
     if model.artifact_hash is None:
+        ctx.logger.warning("deploy: %s has no recorded artifact hash; not verified", model.model_uri)
         return
-    actual = hash_path(directory)
+    from mlsteps.backends import mlflow as mlflow_backend
+
+    mlflow_backend.configure(ctx)
+    _refuse_changed(model, mlflow_backend.artifact_tree_hash(ctx, model.model_uri))
+
+
+def _refuse_changed(model: ModelSpec, actual: str) -> None:
     if actual != model.artifact_hash:
         raise GateFailure(
             "deploy",

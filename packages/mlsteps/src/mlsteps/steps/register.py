@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mlsteps._imports import require
 from mlsteps.backends import mlflow as mlflow_backend
+from mlsteps.backends.mlflow import ARTIFACT_HASH_TAG, artifact_tree_hash
 from mlsteps.errors import BackendError, ConfigError, GateFailure, Problem
 from mlsteps.lineage import package_versions
 from mlsteps.refs import ModelRef, ModelVersionRef, RefKind, ReportRef
@@ -59,8 +60,6 @@ RUN_KEY_TAG = "mlsteps.run_key"
 MODEL_HASH_TAG = "mlsteps.model_hash"
 EVALUATION_TAG = "mlsteps.evaluation"
 MODEL_CARD_TAG = "mlsteps.model_card"
-#: Hash of the version's artifact files as registered: deploy checks it before serving.
-ARTIFACT_HASH_TAG = "mlsteps.artifact_hash"
 LINEAGE_TAG = "mlsteps.lineage_record"
 ATTEMPT_TAG = "mlsteps.attempt"
 METRIC_TAG_PREFIX = "metric."
@@ -289,17 +288,6 @@ class RegisterStep(Step[RegisterConfig]):
             message=message,
             cache_state=self.cache_state(ctx, config, inputs),
         )
-
-
-def artifact_tree_hash(ctx: RunContext, model_uri: str) -> str:
-    """Download a registered version's artifacts and hash the files (names and contents)."""
-    from mlsteps.hashing import hash_path
-
-    artifacts = require("mlflow.artifacts")
-    with tempfile.TemporaryDirectory(prefix="mlsteps-artifacts-") as tmp:
-        with _mlflow_errors(f"could not download {model_uri} to hash it"):
-            artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        return hash_path(tmp)
 
 
 def _check_evaluation(model: ModelRef, evaluation: ReportRef) -> None:
