@@ -263,6 +263,27 @@ def test_drift_share_rule_and_fail_on_drift(tmp_path: Path, data_files: dict[str
     assert info.value.report is not None and info.value.report.summary["verdict"] == "drift"
 
 
+def test_a_data_column_named_prediction_is_read(tmp_path: Path, data_files: dict[str, str]) -> None:
+    """``prediction`` names the model's derived column only with ``predict: true``; otherwise it is data.
+
+    (It used to be left out of the columns read, so the step failed with ``KeyError: 'prediction'``.)
+    """
+    ref, cur = (pd.read_parquet(data_files[k]) for k in ("ref", "cur"))
+    files = {
+        side: write(df.assign(prediction=df["cat_shift"]), tmp_path / f"{side}.parquet")
+        for side, df in (("reference", ref), ("current", cur))
+    }
+    _, as_feature = run_monitor(tmp_path, files, step="feature")
+    assert as_feature["columns"]["prediction"]["role"] == "feature"
+    assert as_feature["columns"]["prediction"]["drifted"] is True
+    _, as_prediction = run_monitor(
+        tmp_path, {**files, "prediction_column": "prediction", "target": "cat_same"}, step="prediction"
+    )
+    assert as_prediction["prediction"] == {"column": "prediction", "drifted": True}
+    assert as_prediction["target"] == {"column": "cat_same", "drifted": False}
+    assert as_prediction["performance"] is None  # no model: no recorded metrics to compare with
+
+
 def test_streaming_binned_path_agrees_with_the_in_memory_path(
     tmp_path: Path, data_files: dict[str, str]
 ) -> None:

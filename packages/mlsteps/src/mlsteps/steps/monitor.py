@@ -357,17 +357,27 @@ class MonitorStep(Step[MonitorConfig]):
             elif pred_col not in current.columns:
                 raise DataError(f"{current.uri}: prediction column {pred_col!r} not found")
 
-        # Performance: labels and predictions of the current batch.
+        # Performance: labels and predictions of the current batch, kept whole (the only part of
+        # the comparison that grows with the data), so only when there are recorded metrics of a
+        # model version to compare them with.
         perf_pred = PREDICTION if predictor is not None else pred_col
         perf_cols: list[str] = []
-        if target and target in current.columns and perf_pred and (predictor or perf_pred in current.columns):
+        if (
+            lineage is not None
+            and target
+            and target in current.columns
+            and perf_pred
+            and (predictor or perf_pred in current.columns)
+        ):
             perf_cols = [target, perf_pred]
 
         plan_names = {p.name for p in plans}
         model_features = predictor.features if predictor else []
-        ref_read = sorted((plan_names - {PREDICTION} | set(model_features)) & set(reference.columns))
+        # PREDICTION is derived (not read) only when the model predicts; else a data column may bear the name.
+        derived = {PREDICTION} if predictor is not None else set()
+        ref_read = sorted((plan_names - derived | set(model_features)) & set(reference.columns))
         cur_read = sorted(
-            (plan_names - {PREDICTION} | set(model_features) | set(perf_cols)) & set(current.columns)
+            (plan_names - derived | set(model_features) | set(perf_cols)) & set(current.columns)
         )
         ref_side, cur_side, outcomes = _drift.compute_drift(
             _drift.SideReader(ref_source, ref_read, predictor.transform if predictor else None),
@@ -375,7 +385,7 @@ class MonitorStep(Step[MonitorConfig]):
                 cur_source,
                 cur_read,
                 predictor.transform if predictor else None,
-                collect=[c for c in perf_cols if c in cur_read or c == PREDICTION],
+                collect=[c for c in perf_cols if c in cur_read or c in derived],
             ),
             plans,
             max_rows_exact=config.max_rows_exact,
