@@ -17,9 +17,7 @@ runs for it, and probabilities from the sklearn model itself.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -470,72 +468,112 @@ def _slices(df: pd.DataFrame, column: str, y: Any, pred: Predictions, scorer: _S
     return {"column": column, "values": out}
 
 
-def _plot(y: Any, pred: Predictions, task: Task) -> tuple[str, str]:
-    """An inline PNG (confusion matrix or residuals) as an <img> tag, and what it shows.
+#: At most this many points in the residual plot (an even sample of larger test sets).
+MAX_PLOT_POINTS = 2000
 
-    Uses matplotlib's object API with the Agg canvas, so no global backend is
-    switched; without matplotlib an HTML table stands in.
+
+def _plot(y: Any, pred: Predictions, task: Task) -> tuple[str, str]:
+    """An inline SVG (confusion matrix or residuals) and what it shows.
+
+    Drawn as SVG text rather than with matplotlib: importing matplotlib alone took
+    about 0.5 s of every evaluate run (the largest cost mlsteps added to the
+    example's end-to-end run, issue #10), and the page stays self-contained.
     """
     import numpy as np
 
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return _table_fallback(y, pred, task), "table (matplotlib is not installed)"
-
-    fig = Figure(figsize=(5, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     if task == "classification":
         from sklearn.metrics import confusion_matrix
 
         labels = sorted(set(map(str, np.asarray(y))) | set(map(str, pred.y_pred)))
         cm = confusion_matrix(np.asarray(y).astype(str), np.asarray(pred.y_pred).astype(str), labels=labels)
-        ax.imshow(cm, cmap="Blues")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(labels)), labels)
-        for (i, j), count in np.ndenumerate(cm):
-            dark = count > cm.max() / 2
-            ax.text(j, i, str(count), ha="center", va="center", color="white" if dark else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("Confusion matrix")
-        kind = "confusion matrix"
-    else:
-        y_true = np.asarray(y, dtype=float)
-        y_hat = np.asarray(pred.y_pred, dtype=float)
-        ax.scatter(y_hat, y_true - y_hat, s=10, alpha=0.7)
-        ax.axhline(0, color="grey", linewidth=1)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("residual (true - predicted)")
-        ax.set_title("Residuals")
-        kind = "residuals"
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    data = base64.b64encode(buf.getvalue()).decode()
-    return f'<img alt="{kind}" src="data:image/png;base64,{data}">', kind
+        return _svg_confusion(labels, cm.tolist()), "confusion matrix"
+    y_true = np.asarray(y, dtype=float)
+    y_hat = np.asarray(pred.y_pred, dtype=float)
+    if len(y_hat) > MAX_PLOT_POINTS:
+        keep = np.linspace(0, len(y_hat) - 1, MAX_PLOT_POINTS).astype(int)
+        y_true, y_hat = y_true[keep], y_hat[keep]
+    return _svg_residuals(y_hat.tolist(), (y_true - y_hat).tolist()), "residuals"
 
 
-def _table_fallback(y: Any, pred: Predictions, task: Task) -> str:
-    import numpy as np
+def _svg(width: int, height: int, title: str, body: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'font-family="sans-serif"><title>{html.escape(title)}</title>{body}</svg>'
+    )
 
-    if task == "classification":
-        from sklearn.metrics import confusion_matrix
 
-        labels = sorted(set(map(str, np.asarray(y))) | set(map(str, pred.y_pred)))
-        cm = confusion_matrix(np.asarray(y).astype(str), np.asarray(pred.y_pred).astype(str), labels=labels)
-        head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
-        rows = "".join(
-            f"<tr><th>{html.escape(label)}</th>{''.join(f'<td>{c}</td>' for c in row)}</tr>"
-            for label, row in zip(labels, cm, strict=True)
+def _svg_confusion(labels: list[str], cm: list[list[int]]) -> str:
+    """Counts per (true, predicted) label as a shaded grid, darker for more."""
+    n = len(labels)
+    cell, left, top = 56, 110, 40
+    width, height = left + n * cell + 20, top + n * cell + 100
+    peak = max((c for row in cm for c in row), default=0) or 1
+    parts = [
+        f'<text x="{left + n * cell / 2:.0f}" y="22" font-size="14" text-anchor="middle">Confusion matrix</text>'
+    ]
+    for i, row in enumerate(cm):
+        for j, count in enumerate(row):
+            share = count / peak
+            # white to a dark blue; counts above half the peak in white text
+            shade = tuple(round(255 - share * (255 - c)) for c in (8, 48, 107))
+            x, yy = left + j * cell, top + i * cell
+            parts.append(
+                f'<rect x="{x}" y="{yy}" width="{cell}" height="{cell}" fill="rgb{shade}" stroke="#ddd">'
+                f"<title>true {html.escape(labels[i])}, predicted {html.escape(labels[j])}: {count}</title></rect>"
+                f'<text x="{x + cell / 2:.0f}" y="{yy + cell / 2 + 5:.0f}" font-size="13" text-anchor="middle" '
+                f'fill="{"white" if share > 0.5 else "black"}">{count}</text>'
+            )
+    for i, label in enumerate(labels):
+        text = html.escape(label[:14])
+        parts.append(
+            f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4:.0f}" font-size="11" text-anchor="end">{text}</text>'
         )
-        return f"<table><tr><th>true \\ predicted</th>{head}</tr>{rows}</table>"
-    residuals = np.asarray(y, dtype=float) - np.asarray(pred.y_pred, dtype=float)
-    q = np.quantile(residuals, [0, 0.25, 0.5, 0.75, 1])
-    cells = "".join(f"<td>{v:.4g}</td>" for v in q)
-    return f"<table><tr><th>min</th><th>q25</th><th>median</th><th>q75</th><th>max</th></tr><tr>{cells}</tr></table>"
+        cx, cy = left + i * cell + cell / 2, top + n * cell + 8
+        parts.append(
+            f'<text x="{cx:.0f}" y="{cy:.0f}" font-size="11" text-anchor="end" '
+            f'transform="rotate(-45 {cx:.0f} {cy:.0f})">{text}</text>'
+        )
+    parts.append(
+        f'<text x="{left + n * cell / 2:.0f}" y="{height - 8}" font-size="12" text-anchor="middle">predicted</text>'
+        f'<text x="14" y="{top + n * cell / 2:.0f}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + n * cell / 2:.0f})">true</text>'
+    )
+    return _svg(width, height, "Confusion matrix", "".join(parts))
+
+
+def _svg_residuals(predicted: list[float], residuals: list[float]) -> str:
+    """Residual (true - predicted) against predicted, one dot per row, with the zero line."""
+    width, height, left, right, top, bottom = 500, 400, 70, 20, 36, 50
+    x_lo, x_hi = min(predicted, default=0.0), max(predicted, default=1.0)
+    r_abs = max((abs(r) for r in residuals), default=0.0) or 1.0
+    x_span = (x_hi - x_lo) or 1.0
+
+    def px(v: float) -> float:
+        return left + (v - x_lo) / x_span * (width - left - right)
+
+    def py(r: float) -> float:
+        return top + (r_abs - r) / (2 * r_abs) * (height - top - bottom)
+
+    dots = "".join(
+        f'<circle cx="{px(p):.1f}" cy="{py(r):.1f}" r="2.5"/>'
+        for p, r in zip(predicted, residuals, strict=True)
+    )
+    body = (
+        f'<text x="{(left + width - right) / 2:.0f}" y="22" font-size="14" text-anchor="middle">Residuals</text>'
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+        'fill="none" stroke="#999"/>'
+        f'<line x1="{left}" y1="{py(0):.1f}" x2="{width - right}" y2="{py(0):.1f}" stroke="grey"/>'
+        f'<g fill="#1f77b4" fill-opacity="0.7">{dots}</g>'
+        f'<text x="{left}" y="{height - bottom + 16}" font-size="11">{x_lo:.4g}</text>'
+        f'<text x="{width - right}" y="{height - bottom + 16}" font-size="11" text-anchor="end">{x_hi:.4g}</text>'
+        f'<text x="{left - 6}" y="{top + 10}" font-size="11" text-anchor="end">{r_abs:.4g}</text>'
+        f'<text x="{left - 6}" y="{py(0) + 4:.1f}" font-size="11" text-anchor="end">0</text>'
+        f'<text x="{left - 6}" y="{height - bottom}" font-size="11" text-anchor="end">{-r_abs:.4g}</text>'
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 10}" font-size="12" text-anchor="middle">predicted</text>'
+        f'<text x="14" y="{(top + height - bottom) / 2:.0f}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(top + height - bottom) / 2:.0f})">residual (true - predicted)</text>'
+    )
+    return _svg(width, height, "Residuals", body)
 
 
 def _fmt(value: Any) -> str:
