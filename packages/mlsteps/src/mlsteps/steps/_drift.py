@@ -99,9 +99,14 @@ class TableSource:
             if self.fmt == "parquet":
                 import pyarrow.parquet as pq
 
-                yield from pq.ParquetFile(self._open()).iter_batches(
-                    batch_size=batch_rows, columns=list(columns)
-                )
+                # One reader per row group: a single iter_batches over the whole file keeps
+                # allocations of every row group read so far (pyarrow 25: 15 -> 113 MB over the
+                # 21 row groups of a 21M-row file), so memory grew with the file.
+                file = pq.ParquetFile(self._open())
+                for group in range(file.metadata.num_row_groups):
+                    yield from file.iter_batches(
+                        batch_size=batch_rows, row_groups=[group], columns=list(columns)
+                    )
                 return
             import pyarrow.csv as pcsv
 
