@@ -5,10 +5,11 @@ cgroup (v1 ``memory.limit_in_bytes`` plus ``memory.memsw.limit_in_bytes`` so swa
 cannot help, or v2 ``memory.max`` with ``memory.swap.max = 0``) of ``LIMIT_MIB``. The
 reference and current parquet files hold ``ROWS`` rows of ten columns (six float64,
 one int64, three strings). As a pandas DataFrame that is at least 8 bytes per cell
-(``ROWS * 10 * 8`` bytes, about 800 MiB; the decoded arrow table is about as large),
-2.5 times the limit, while the files are small on disk (low-cardinality values,
-dictionary encoded, about 60 MB each) and written in 1M-row row groups by a
-``ParquetWriter`` so this process stays small too.
+(``ROWS * 10 * 8`` bytes: 610 MiB, 2.4 times the limit; 1.8 GiB counting every string
+object; the decoded arrow table is 682 MiB, and ``pd.read_parquet`` peaks at 1.6 GB
+RSS without a limit), while the files are small on disk (49 MB each: low-cardinality
+values, dictionary encoded) and written in 1M-row row groups by a ``ParquetWriter``
+so this process stays small too.
 
 The monitor must finish (exit 0) with the right verdict: ``x0`` is shifted by 5 in
 the current file; every other column (``prediction`` and the ``label`` target
@@ -18,14 +19,19 @@ chi-squared statistics are exactly 0. The control reads the same current file wi
 killer (or raise ``MemoryError``): the data really is larger than the memory given.
 
 Measured on the 2-CPU development machine (cgroup v1, the cgroup's
-``memory.max_usage_in_bytes``, page cache included): the CLI on tiny data (10k
-rows, exact mode) peaked at 104 MiB; on 10M rows of this data at about 230-250 MiB,
-independent of the file size (streaming in 64k-row batches, the rest is the
-interpreter, the libraries, pyarrow's row-group buffers and the reservoir
-samples). ``LIMIT_MIB`` leaves headroom above that. Before the fix this test came
-with, the monitor also kept the ``label`` and ``prediction`` columns whole
-(as Python objects) when no model was configured, although performance metrics are
-only computed with one; that run was OOM-killed at this limit.
+``memory.max_usage_in_bytes``, page cache included): the CLI peaks at 104-106 MiB
+on tiny data (10k rows, exact mode), at 182-186 MiB on these files (binned mode,
+two passes over each), 201 MiB on 10.5M rows and 191 MiB on 21M rows: flat, the
+interpreter and libraries, a row group's buffers and the reservoir samples.
+``LIMIT_MIB`` leaves about 70 MiB of headroom. The module takes about 35 s (8 s
+writing the files, 24 s the monitor, 2 s the control).
+
+This test found three monitor bugs, fixed with it: reading a parquet file with one
+``iter_batches`` kept pyarrow allocations of every row group read so far (peak 236
+MiB on 10.5M rows, 300 MiB on 21M rows); the ``label`` and ``prediction`` columns were
+kept whole (as Python objects) even without a model, although performance metrics
+are only computed with one (OOM-killed at 320 MiB, 1.7 GiB peak without a limit);
+and a data column named ``prediction`` was not read at all (``KeyError``).
 
 Without a writable cgroup memory controller (not root, no delegation) the test
 fails and says so: it is the only proof of the streaming claim, so it is not
@@ -43,6 +49,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,8 +58,8 @@ import pyarrow.parquet as pq
 import pytest
 
 MIB = 1 << 20
-LIMIT_MIB = 320
-ROWS = 10_500_000
+LIMIT_MIB = 256
+ROWS = 8_000_000
 CHUNK = 1_000_000
 COLUMNS = [*(f"x{i}" for i in range(6)), "k", "city", "prediction", "label"]
 FEATURES = [c for c in COLUMNS if c not in ("prediction", "label")]
@@ -60,59 +67,49 @@ V1 = Path("/sys/fs/cgroup/memory")
 V2 = Path("/sys/fs/cgroup")
 
 
-def _write(value: Path, text: str) -> None:
-    value.write_text(text)
-
-
-def _v2_has_memory() -> bool:
+def _controller(limit: int) -> tuple[Path, dict[str, str]]:
+    """The memory hierarchy's root and the files that set a limit, the first one required."""
+    if (V1 / "memory.limit_in_bytes").exists():
+        # memsw (memory + swap) must not be below the memory limit: written second.
+        return V1, {"memory.limit_in_bytes": str(limit), "memory.memsw.limit_in_bytes": str(limit)}
     controllers = V2 / "cgroup.controllers"
-    return controllers.exists() and "memory" in controllers.read_text().split()
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        return V2, {"memory.max": str(limit), "memory.swap.max": "0"}
+    pytest.fail(
+        f"this test needs a cgroup memory controller to limit the monitor's memory: none at {V1} "
+        f"(cgroup v1) or in {controllers} (cgroup v2)",
+        pytrace=False,
+    )
 
 
 @contextlib.contextmanager
 def memory_cgroup(name: str, limit: int) -> Iterator[Path]:
-    """A fresh memory cgroup limited to ``limit`` bytes (swap included); removed afterwards.
+    """A fresh memory cgroup limited to ``limit`` bytes, swap included; removed afterwards.
 
-    Fails the test with the reason when no memory controller is writable.
+    Fails the test with the reason when it cannot be created (not root, no delegation).
     """
-    problems = []
-    if (V1 / "memory.limit_in_bytes").exists():
-        path = V1 / name
-        try:
-            path.mkdir()
-        except OSError as exc:
-            problems.append(f"cgroup v1: cannot create {path}: {exc}")
-        else:
-            try:
-                _write(path / "memory.limit_in_bytes", str(limit))
-                if (path / "memory.memsw.limit_in_bytes").exists():
-                    _write(path / "memory.memsw.limit_in_bytes", str(limit))
-                yield path
-            finally:
-                path.rmdir()
-            return
-    elif _v2_has_memory():
-        path = V2 / name
-        try:
-            path.mkdir()
-        except OSError as exc:
-            problems.append(f"cgroup v2: cannot create {path}: {exc}")
-        else:
-            try:
-                _write(path / "memory.max", str(limit))
-                if (path / "memory.swap.max").exists():
-                    _write(path / "memory.swap.max", "0")
-                yield path
-            finally:
-                path.rmdir()
-            return
-    else:
-        problems.append(f"no cgroup memory controller at {V1} (v1) or {V2}/cgroup.controllers (v2)")
-    pytest.fail(
-        "this test needs a writable cgroup memory controller to limit the monitor's memory "
-        f"(run as root, or delegate a cgroup): {'; '.join(problems)}",
-        pytrace=False,
-    )
+    root, files = _controller(limit)
+    path = root / name
+    try:
+        path.mkdir(exist_ok=True)
+        first = next(iter(files))
+        if not (path / first).exists():
+            raise OSError(f"{path / first} does not exist (memory controller not enabled for {root}?)")
+        for file, value in files.items():
+            if (path / file).exists():
+                (path / file).write_text(value)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        pytest.fail(
+            f"this test needs a writable cgroup memory controller to limit the monitor's memory "
+            f"(run it as root, or delegate a cgroup): cannot set up {path}: {exc}",
+            pytrace=False,
+        )
+    try:
+        yield path
+    finally:
+        path.rmdir()
 
 
 def peak_bytes(cgroup: Path) -> int | None:
@@ -146,7 +143,7 @@ def write_data(directory: Path) -> tuple[Path, Path]:
     try:
         for start in range(0, ROWS, CHUNK):
             n = min(CHUNK, ROWS - start)
-            columns = {f"x{i}": rng.integers(0, 50, n).astype(np.float64) for i in range(6)}
+            columns: dict[str, Any] = {f"x{i}": rng.integers(0, 50, n).astype(np.float64) for i in range(6)}
             columns["k"] = rng.integers(0, 100, n)
             for name, values in (("city", cities), ("prediction", labels), ("label", labels)):
                 columns[name] = values.take(pa.array(rng.integers(0, len(values), n)))  # plain strings
