@@ -1,4 +1,8 @@
-"""``make bench``: run every benchmark and write benchmarks/results.md."""
+"""``make bench``: run every benchmark and write benchmarks/results.md.
+
+``run.py NAME...`` runs some of them (and rewrites results.md with only those);
+``run.py --plot`` redraws the plot from results.md as it stands.
+"""
 
 from __future__ import annotations
 
@@ -53,7 +57,28 @@ def plot(path: Path) -> None:
     plt.close(fig)
 
 
+def ratios_from(results: str) -> list[tuple[str, str, float]]:
+    """The (title, contender, ratio) rows of every table in a results.md, as :func:`plot` takes them."""
+    rows: list[tuple[str, str, float]] = []
+    title = baseline = ""
+    for line in results.splitlines():
+        if line.startswith("### "):
+            title, baseline = line[4:], ""
+        elif line.startswith("| contender |") and "ratio vs " in line:
+            baseline = line.split("ratio vs ", 1)[1].split(" |", 1)[0]
+        elif baseline and line.startswith("| "):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 5 and cells[0] != baseline:
+                rows.append((title, cells[0], float(cells[3])))
+    return rows
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--plot"]:
+        # Redraw the plot from results.md as it stands (e.g. after re-running some benchmarks by hand).
+        RATIOS[:] = ratios_from(OUT.read_text())
+        plot(PLOT)
+        return 0
     started = time.time()
     lines = [
         "# Benchmark results",
