@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import adapter_overhead
 import cache
 import kedro_parse
 import overhead
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "parse": parse,
     "kedro": kedro_parse,
     "overhead": overhead,
+    "adapters": adapter_overhead,
     "zenml": zenml_compare,
     "cache": cache,
 }
