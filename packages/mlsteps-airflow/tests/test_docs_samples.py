@@ -203,6 +203,7 @@ def test_sample_runs(index: int, tmp_path: Path) -> None:
     marker, check = CHECKS[index]
     assert marker in body, f"block {index} is no longer the sample its check expects ({marker!r})"
     if reason is not None:
+        compile(body, f"{PAGE.name} block {index}", "exec")  # not run here, but it must be valid Python
         pytest.skip(f"docs-test: skip ({reason})")
     workdir = tmp_path / "penguins"
     shutil.copytree(EXAMPLE, workdir, ignore=shutil.ignore_patterns(".mlsteps", "data", "__pycache__"))
