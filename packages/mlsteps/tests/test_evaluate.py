@@ -85,6 +85,19 @@ def test_a_good_model_passes_its_thresholds(root: Path, forest: dict[str, Any]) 
     assert written["plot"] == "confusion matrix"
     html_text = Path(report.html_uri or "").read_text()
     assert "<svg" in html_text and "Confusion matrix" in html_text and "PASSED" in html_text
+    # The plot is well-formed SVG whose cells hold the confusion matrix: one per (true, predicted)
+    # pair, counts summing to the rows evaluated, the diagonal the correct predictions.
+    import xml.etree.ElementTree as ET
+
+    svg = ET.fromstring(html_text[html_text.index("<svg") : html_text.index("</svg>") + len("</svg>")])
+    ns = "{http://www.w3.org/2000/svg}"
+    cells = [r.find(f"{ns}title").text or "" for r in svg.iter(f"{ns}rect")]  # type: ignore[union-attr]
+    counts = {c.rsplit(":", 1)[0]: int(c.rsplit(":", 1)[1]) for c in cells}
+    species = ["Adelie", "Chinstrap", "Gentoo"]
+    assert set(counts) == {f"true {t}, predicted {p}" for t in species for p in species}
+    assert sum(counts.values()) == 86
+    correct = sum(counts[f"true {s}, predicted {s}"] for s in species)
+    assert correct / 86 == pytest.approx(result.metrics["accuracy"])
 
     client = mlflow.MlflowClient(tracking_uri=make_ctx(root).tracking_uri)
     run = client.get_run(forest["model"]["run_id"])
