@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 import os
 import re
 import sys
@@ -577,6 +576,9 @@ def expand_secrets(
 def _feature_store(repo: Path, config: FeaturiseConfig, *, secrets: Mapping[str, SecretStr]) -> Any:
     """A FeatureStore on ``repo``, with the online store replaced when the config says so.
 
+    An inline repo's store always goes this way, so ``${NAME}`` references in it are
+    filled in memory while its generated feature_store.yaml keeps them.
+
     The override builds the ``RepoConfig`` in memory from the repo's YAML rather than
     copying the repo, so relative paths (FileSource, registry) keep resolving against
     the real repo directory.
@@ -586,8 +588,8 @@ def _feature_store(repo: Path, config: FeaturiseConfig, *, secrets: Mapping[str,
     from feast.repo_config import RepoConfig
 
     override, field = config.online_store, "featurise.config.online_store"
-    if config.inline is not None and _VAR.search(json.dumps(config.inline.online_store)):
-        # The generated feature_store.yaml keeps the ${NAME} references; the values go in memory only.
+    if config.inline is not None:
+        # The generated feature_store.yaml keeps any ${NAME} references; values go in memory only.
         override, field = _inline_online_store(config.inline), "featurise.config.inline.online_store"
     if override is None:
         try:
