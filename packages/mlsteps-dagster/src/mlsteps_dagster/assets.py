@@ -21,13 +21,12 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from pydantic import SecretStr
 
-from mlsteps.context import RunKey
+from mlsteps.context import FEAST_CONNECTION_SECRET, RunKey
 from mlsteps.errors import ConfigError, GateFailure
 from mlsteps.refs import DatasetRef, DeploymentRef, ModelRef, ModelVersionRef, ReportRef, dump_ref, parse_ref
 from mlsteps.step import config_hash, execute_step
 from mlsteps_dagster.resources import (
     FEAST_RESOURCE_KEY,
-    FEAST_SECRET,
     FEATURISE_STEP,
     MLFLOW_RESOURCE_KEY,
     MLSTEPS_RESOURCE_KEY,
@@ -226,7 +225,7 @@ def build_step_asset(
                 feast: FeastResource = getattr(context.resources, FEAST_RESOURCE_KEY)
                 if feast.connection_string is not None:
                     # The config names ${feast_online_store}; the step fills it from ctx.secrets.
-                    ctx.secrets[FEAST_SECRET] = SecretStr(feast.connection_string)
+                    ctx.secrets[FEAST_CONNECTION_SECRET] = SecretStr(feast.connection_string)
             result = execute_step(step_cls, ctx, config, inputs)
         except GateFailure as exc:
             yield from _gate_failed(ctx, step, exc, prefix, gate_out)

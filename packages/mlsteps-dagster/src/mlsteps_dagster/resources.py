@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field, SecretStr
 
-from mlsteps.context import MlflowSettings
+from mlsteps.context import FEAST_CONNECTION_REF, MlflowSettings
 
 if TYPE_CHECKING:
     from mlsteps.spec import PipelineSpec
@@ -27,10 +27,6 @@ MLFLOW_RESOURCE_KEY = "mlsteps_mlflow"
 FEAST_RESOURCE_KEY = "mlsteps_feast"
 #: The step type whose config :class:`FeastResource` overrides.
 FEATURISE_STEP = "featurise"
-
-#: Key of :class:`FeastResource`'s connection string in ``RunContext.secrets``; the step's config
-#: names it as ``${feast_online_store}``.
-FEAST_SECRET = "feast_online_store"
 
 
 class MlstepsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -169,7 +165,7 @@ class FeastResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                     )
                 store = dict(current)
             # Only a reference: the step fills it from RunContext.secrets, so lineage never sees the value.
-            store["connection_string"] = f"${{{FEAST_SECRET}}}"
+            store["connection_string"] = FEAST_CONNECTION_REF
         if store is not None:
             if isinstance(inline, dict):
                 out["inline"] = {**inline, "online_store": store}

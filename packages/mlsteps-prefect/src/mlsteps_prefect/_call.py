@@ -16,6 +16,7 @@ from pydantic import BaseModel, SecretStr
 
 from mlsteps.context import (
     DEFAULT_ARTIFACT_ROOT,
+    FEAST_CONNECTION_SECRET,
     MlflowSettings,
     Resources,
     RunContext,
@@ -27,7 +28,6 @@ from mlsteps.refs import BaseRef, parse_ref
 from mlsteps.registry import get_step
 from mlsteps.step import Step, StepConfig, cache_key, check_inputs
 from mlsteps.storage import resolve_root
-from mlsteps_prefect.blocks import FEAST_SECRET
 from mlsteps_prefect.feast import FEAST_STEPS, resolve_block
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class StepCall:
         """
         core = self.cache_key().removeprefix("sha256:")
         scope = hashlib.sha256(self.context_root().encode())
-        secret = self.secrets.get(FEAST_SECRET)
+        secret = self.secrets.get(FEAST_CONNECTION_SECRET)
         if secret is not None:
             # Another online store (same config, other connection string) is other work when the
             # step materialises; the secret enters the key only salted and hashed.

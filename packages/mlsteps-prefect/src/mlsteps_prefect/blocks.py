@@ -17,11 +17,8 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from mlsteps.context import MlflowSettings
+from mlsteps.context import FEAST_CONNECTION_REF, FEAST_CONNECTION_SECRET, MlflowSettings
 from mlsteps.errors import ConfigError, Problem
-
-#: The :attr:`mlsteps.RunContext.secrets` key holding the Feast online store's connection string.
-FEAST_SECRET = "feast_online_store"
 
 
 class MlflowSettingsBlock(Block):
@@ -114,7 +111,7 @@ class FeastSettings(Block):
         """Secrets for :attr:`mlsteps.RunContext.secrets`, under the key ``feast_online_store``."""
         if self.online_store_connection_string is None:
             return {}
-        return {FEAST_SECRET: self.online_store_connection_string}
+        return {FEAST_CONNECTION_SECRET: self.online_store_connection_string}
 
     def featurise_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         """The ``featurise`` step's config with this block's non-secret settings applied.
@@ -151,7 +148,7 @@ class FeastSettings(Block):
             store = dict(self.online_store)
             if self.online_store_connection_string is not None:
                 # Only a reference: the step fills it from RunContext.secrets, so lineage never sees it.
-                store["connection_string"] = f"${{{FEAST_SECRET}}}"
+                store["connection_string"] = FEAST_CONNECTION_REF
             if isinstance(inline, Mapping):
                 merged["inline"] = {**inline, "online_store": store}
             else:

@@ -105,6 +105,13 @@ class MlflowSettings(BaseModel):
         return self.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
 
+#: The :attr:`RunContext.secrets` key under which an adapter's Feast resource or block hands a
+#: ``featurise`` step its online store's connection string; the step's config holds only
+#: :data:`FEAST_CONNECTION_REF`, which ``featurise`` fills from the secrets at run time.
+FEAST_CONNECTION_SECRET = "feast_online_store"
+FEAST_CONNECTION_REF = "${" + FEAST_CONNECTION_SECRET + "}"
+
+
 @dataclass
 class RunContext:
     """Everything a step may use from its environment."""
