@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
-import importlib
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -22,6 +20,8 @@ from mlsteps.errors import GateFailure
 from mlsteps.hashing import hash_file
 from mlsteps.refs import BaseRef, DatasetRef, RefKind, ReportRef
 from mlsteps.step import InputSpec, Step, StepConfig, StepResult
+from mlsteps.steps.deploy import DeployStep
+from mlsteps.steps.register import RegisterStep
 from mlsteps.storage import atomic_write_bytes, to_local_path
 
 if TYPE_CHECKING:
@@ -141,19 +141,9 @@ def crash_after_first_attempt(step_cls: type[S], step_name: str) -> type[S]:
     return CrashAfterFirstAttempt
 
 
-@functools.cache
-def _flaky(module: str, attr: str, step_name: str) -> type[Step[Any]]:
-
-    return crash_after_first_attempt(getattr(importlib.import_module(module), attr), step_name)
-
-
-def __getattr__(attr: str) -> Any:
-    # The built-in steps' flaky variants, built on first use: this module stays light to import.
-    if attr == "FlakyRegister":
-        return _flaky("mlsteps.steps.register", "RegisterStep", "flaky_register")
-    if attr == "FlakyDeploy":
-        return _flaky("mlsteps.steps.deploy", "DeployStep", "flaky_deploy")
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+#: The built-in stateful steps, failing after their work on attempt 1 (their modules are light).
+FlakyRegister = crash_after_first_attempt(RegisterStep, "flaky_register")
+FlakyDeploy = crash_after_first_attempt(DeployStep, "flaky_deploy")
 
 
 #: The toy steps by name, as entry-point targets.
