@@ -61,6 +61,16 @@ def register_champion(root: Path, model: dict[str, Any], name: str) -> str:
     return str(version.version)
 
 
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def plot_svg(html_text: str) -> Any:
+    """The report page's inline SVG plot, parsed (fails if it is not well-formed XML)."""
+    import xml.etree.ElementTree as ET
+
+    return ET.fromstring(html_text[html_text.index("<svg") : html_text.index("</svg>") + len("</svg>")])
+
+
 def test_a_good_model_passes_its_thresholds(root: Path, forest: dict[str, Any]) -> None:
     import mlflow
 
@@ -87,11 +97,8 @@ def test_a_good_model_passes_its_thresholds(root: Path, forest: dict[str, Any]) 
     assert "<svg" in html_text and "Confusion matrix" in html_text and "PASSED" in html_text
     # The plot is well-formed SVG whose cells hold the confusion matrix: one per (true, predicted)
     # pair, counts summing to the rows evaluated, the diagonal the correct predictions.
-    import xml.etree.ElementTree as ET
-
-    svg = ET.fromstring(html_text[html_text.index("<svg") : html_text.index("</svg>") + len("</svg>")])
-    ns = "{http://www.w3.org/2000/svg}"
-    cells = [r.find(f"{ns}title").text or "" for r in svg.iter(f"{ns}rect")]  # type: ignore[union-attr]
+    svg = plot_svg(html_text)
+    cells = [r.find(f"{SVG_NS}title").text or "" for r in svg.iter(f"{SVG_NS}rect")]  # type: ignore[union-attr]
     counts = {c.rsplit(":", 1)[0]: int(c.rsplit(":", 1)[1]) for c in cells}
     species = ["Adelie", "Chinstrap", "Gentoo"]
     assert set(counts) == {f"true {t}, predicted {p}" for t in species for p in species}
@@ -195,7 +202,12 @@ def test_a_regression_model_on_diabetes(root: Path) -> None:
     model = {k: dump_ref(v) for k, v in train.outputs.items()}
     result = evaluate(root, "diabetes", model, {"thresholds": {"rmse": "<= 80", "r2": ">= 0.2"}})
     assert result.metrics["rmse"] == pytest.approx(train.metrics["rmse"])
-    assert json.loads(Path(result.outputs["report"].uri).read_text())["plot"] == "residuals"
+    written = json.loads(Path(result.outputs["report"].uri).read_text())
+    assert written["plot"] == "residuals"
+    # Well-formed SVG with one dot per evaluated row (under the 2,000-point cap).
+    svg = plot_svg(Path(result.outputs["report"].html_uri or "").read_text())
+    dots = list(svg.iter(f"{SVG_NS}circle"))
+    assert len(dots) == written["rows"] > 0
 
     with pytest.raises(GateFailure, match=r"rmse \d+\.?\d* > threshold 12.5"):
         evaluate(root, "diabetes2", model, {"thresholds": {"rmse": "<= 12.5"}})
