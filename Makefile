@@ -86,10 +86,15 @@ _test-rest:
 	for a in $(ADAPTERS); do .venvs/$$a/bin/pytest packages/mlsteps-$$a/tests $(PYTEST_ARGS) || exit 1; done
 	$(MAKE) --no-print-directory _bench-smoke
 
-.PHONY: bench
-bench: envs ## Benchmarks (parse cost, step overhead, data scale, caching, drift vs Evidently) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
+.PHONY: bench bench-5m bench-drift
+bench: envs ## Benchmarks (parse cost, step and adapter overhead, data scale to 1M rows, ZenML, caching) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
 	cd benchmarks && ../$(VENV)/bin/python run.py
-	$(if $(BENCH_QUICK),@echo "BENCH_QUICK: drift.py (1M rows, several minutes) skipped",cd benchmarks && ../$(VENV)/bin/python drift.py)
+
+bench-5m: envs ## Data scale at 5M rows (about 25 min on 2 CPUs by itself) -> benchmarks/results_5m.md.
+	cd benchmarks && BENCH_ROWS=5000000 BENCH_OUT=results_5m.md ../$(VENV)/bin/python run.py scale
+
+bench-drift: envs ## monitor vs Evidently on 1M rows x 50 columns (several minutes) -> benchmarks/drift_results.md.
+	cd benchmarks && ../$(VENV)/bin/python drift.py
 
 .PHONY: audit
 audit: env-scan ## pip-audit of every locked environment -> audit/*.md (needs pypi.org's JSON API or api.osv.dev; exit 2 if unreachable).

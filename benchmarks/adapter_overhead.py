@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
-from _common import QUICK, ROOT, SMOKE, Contender, compare, table
+from _common import ROOT, SMOKE, Contender, compare, table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -231,7 +231,7 @@ def _pair(
 
 
 def main() -> list[str]:
-    runs = 1 if SMOKE else (3 if QUICK else 5)
+    runs = 1 if SMOKE else 3  # one run is ~20 s per side per orchestrator
     warmup = 0 if SMOKE else 1
     steps = STEPS[:1] if SMOKE else STEPS
     lines = [

@@ -25,7 +25,7 @@ def _project(dest: Path) -> Path:
 
 
 def main() -> list[str]:
-    runs = 1 if SMOKE else (2 if QUICK else 5)
+    runs = 1 if SMOKE else (2 if QUICK else 3)
     with tempfile.TemporaryDirectory() as tmp:
         warm_dir = _project(Path(tmp) / "warm")
         # Smoke: the warm project's own first run is the cold run (one project, three runs).

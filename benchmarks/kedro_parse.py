@@ -83,7 +83,7 @@ def _line(out: str, tag: str) -> str:
 
 def main() -> list[str]:
     setup_env()
-    runs = 1 if SMOKE else (3 if QUICK else 7)
+    runs = 1 if SMOKE else (3 if QUICK else 5)
     airflow_version = subprocess.run(
         [
             _py("kedro"),

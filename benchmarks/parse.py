@@ -132,7 +132,7 @@ def contenders(home: Path) -> list[tuple[str, list[Contender], str]]:
 
 
 def main() -> list[str]:
-    runs = 1 if SMOKE else (3 if QUICK else 7)
+    runs = 1 if SMOKE else (3 if QUICK else 5)
     lines = [
         "## 1. Parse/load cost (fresh process: import + build)",
         "",

@@ -183,7 +183,7 @@ def _penguins(
 
 def main() -> list[str]:
     setup_env()
-    runs = 1 if SMOKE else (2 if QUICK else 5)
+    runs = 1 if SMOKE else (2 if QUICK else 3)
     sizes = (6,) if SMOKE else (6, 1)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

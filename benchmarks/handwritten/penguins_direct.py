@@ -69,7 +69,7 @@ def featurise(repo: Path, df):  # type: ignore[no-untyped-def]
     return store.get_historical_features(entity_df=entities, features=features).to_df()
 
 
-def train(df):  # type: ignore[no-untyped-def]
+def train(df, n_estimators: int = 200):  # type: ignore[no-untyped-def]
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -102,12 +102,12 @@ def train(df):  # type: ignore[no-untyped-def]
                     ]
                 ),
             ),
-            ("estimator", RandomForestClassifier(n_estimators=200, max_depth=6, random_state=42)),
+            ("estimator", RandomForestClassifier(n_estimators=n_estimators, max_depth=6, random_state=42)),
         ]
     )
     mlflow.set_experiment("penguins")
     with mlflow.start_run() as run:
-        mlflow.log_params({"n_estimators": 200, "max_depth": 6, "seed": 42})
+        mlflow.log_params({"n_estimators": n_estimators, "max_depth": 6, "seed": 42})
         mlflow.log_input(mlflow.data.from_pandas(df, name="penguins"), context="training")
         model.fit(X_train, y_train)
         example = X_train.head(5)
@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("project", type=Path)
     parser.add_argument("--until", choices=STAGES, default="register", help="last stage to run")
     parser.add_argument("--max-rows", type=int, default=100000, help="row-count expectation's maximum")
+    parser.add_argument(
+        "--n-estimators", type=int, default=200, help="the forest's size (the example's: 200)"
+    )
     args = parser.parse_args()
     project = args.project.resolve()
     store = project / ".direct"
@@ -186,7 +189,7 @@ def main() -> None:
     features = featurise(project / "feature_repo", df)
     if args.until == "featurise":
         return
-    model_uri, run_id, X_test, y_test = train(features)
+    model_uri, run_id, X_test, y_test = train(features, args.n_estimators)
     if args.until == "train":
         return
     metrics = evaluate(model_uri, run_id, X_test, y_test)
