@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,3 +195,101 @@ def check_lineage(root: Path, chain: Chain, *, step: str) -> list[Any]:
     crashed = {r.run_key.attempt for r in interrupted(mine)}
     assert crashed == {a for a, recs in by_attempt.items() if [r.status for r in recs] == ["started"]}
     return mine
+
+
+class TcpFaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server, that can lose the server mid-conversation.
+
+    Armed with ``cut_after(n)``, it forwards the first ``n`` bytes clients send
+    (counted over every connection since arming, so a seeded ``n`` lands at a
+    reproducible point of a deterministic conversation), then drops every open
+    connection in both directions and drops each new one on accept until
+    ``restore()``: what a client sees when the server, or the network to it, goes
+    away. Bytes forwarded before the cut reach the server, so a command completed
+    just before it may run with its reply lost. Threads only: it works with any
+    client, blocking or async.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._limit: int | None = None
+        self.forwarded = 0  # client -> server bytes since the last arm/restore
+        self.down = False
+        self.refused = 0  # connections dropped on accept while down
+        self._closed = False
+        threading.Thread(target=self._accept, name="tcp-fault-proxy", daemon=True).start()
+
+    def cut_after(self, nbytes: int) -> None:
+        """Pass through until clients have sent ``nbytes`` more bytes, then lose the server."""
+        with self._lock:
+            self._limit, self.forwarded, self.down, self.refused = nbytes, 0, False, 0
+
+    def restore(self) -> None:
+        """The server is back: forward everything, count afresh."""
+        with self._lock:
+            self._limit, self.forwarded, self.down = None, 0, False
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        self._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.down = True
+            sockets, self._open = list(self._open), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv; it closes the socket
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.down:
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=30)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, server))
+            for src, dst, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, up), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data or self.down:
+                    break
+                allowed = len(data)
+                if up:
+                    with self._lock:
+                        if self._limit is not None:
+                            allowed = max(0, min(allowed, self._limit - self.forwarded))
+                        self.forwarded += allowed
+                if allowed:
+                    dst.sendall(data[:allowed])
+                if allowed < len(data):
+                    self._cut()
+                    break
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open.difference_update((src, dst))
+            for sock in (src, dst):  # shutdown first: it wakes the other pump, blocked in recv
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
