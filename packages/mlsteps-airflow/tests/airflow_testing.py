@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+#: The PostgreSQL server the suite uses (trust auth; ``scripts/ensure-services.sh`` starts it).
+PG: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 
 def subprocess_env() -> dict[str, str]:

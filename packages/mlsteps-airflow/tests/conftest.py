@@ -14,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlsteps.testing import FLAKY_STEPS, TOY_STEPS, write_step_plugin  # light: imports no airflow
@@ -56,7 +57,7 @@ for _p in reversed(_extra_path):
 os.environ["PYTHONPATH"] = os.pathsep.join([*_extra_path, os.environ.get("PYTHONPATH", "")])
 
 import pytest  # noqa: E402  (after the environment is set)
-from airflow_testing import subprocess_env  # noqa: E402
+from airflow_testing import PG, subprocess_env  # noqa: E402
 
 from mlsteps import registry  # noqa: E402
 
@@ -115,3 +116,25 @@ def dag_file(airflow_db: Path) -> object:
     yield write
     for path in written:
         path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    psycopg2 = pytest.importorskip("psycopg2")  # in the adapter's dev group; present in `make test`
+    name = f"mlsteps_airflow_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(dbname="postgres", **PG)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable on 127.0.0.1:5432 (scripts/ensure-services.sh starts it): {exc}"
+        )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -14,15 +14,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from airflow_testing import subprocess_env, write_spec
+from airflow_testing import PG, subprocess_env, write_spec
 
 BIN = Path(sys.executable).parent
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 SPEC = """\
 name: toy_pg
@@ -37,28 +34,6 @@ steps:
     config: {min_sum: 40}
     inputs: {dataset: source.dataset}
 """
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")  # in the adapter's dev group; present in `make test`
-    name = f"mlsteps_airflow_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg2.connect(dbname="postgres", **PG)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable on 127.0.0.1:5432 (scripts/ensure-services.sh starts it): {exc}"
-        )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.mark.integration

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import re
+import signal
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import Field
@@ -120,30 +122,40 @@ class WorkerLostError(RuntimeError):
 S = TypeVar("S", bound=Step[Any])
 
 
-def crash_after_first_attempt(step_cls: type[S], step_name: str) -> type[S]:
+def crash_after_first_attempt(step_cls: type[S], step_name: str, *, kill: bool = False) -> type[S]:
     """A step type doing ``step_cls``'s real work, then failing on attempt 1 as a lost worker would.
 
     The orchestrator sees a failed task whose side effects (a registered version, a
     live server) exist; its retry (attempt 2) must find them instead of doing them twice.
+    With ``kill``, attempt 1 does not raise: it ends its own process with ``SIGKILL``
+    (no ``failed`` lineage record, no exception for the orchestrator to catch), so only
+    an orchestrator running the task in a process of its own survives it.
     """
 
     class CrashAfterFirstAttempt(step_cls):  # type: ignore[valid-type,misc]
         name = step_name
-        __doc__ = f"The real `{step_cls.name}` step, failing after its work on attempt 1."
+        __doc__ = (
+            f"The real `{step_cls.name}` step, {'killed' if kill else 'failing'} after its work on attempt 1."
+        )
 
         def run(self, ctx: RunContext, config: Any, inputs: dict[str, BaseRef]) -> StepResult:
             result: StepResult = super().run(ctx, config, inputs)
             if ctx.run_key.attempt == 1:
+                if kill:
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise WorkerLostError(f"worker lost after {step_cls.name} did its work (attempt 1)")
             return result
 
-    CrashAfterFirstAttempt.__name__ = CrashAfterFirstAttempt.__qualname__ = f"Flaky{step_cls.__name__}"
+    prefix = "Killed" if kill else "Flaky"
+    CrashAfterFirstAttempt.__name__ = CrashAfterFirstAttempt.__qualname__ = f"{prefix}{step_cls.__name__}"
     return CrashAfterFirstAttempt
 
 
 #: The built-in stateful steps, failing after their work on attempt 1 (their modules are light).
 FlakyRegister = crash_after_first_attempt(RegisterStep, "flaky_register")
 FlakyDeploy = crash_after_first_attempt(DeployStep, "flaky_deploy")
+#: ``register``, killing its own process (``SIGKILL``) after its work on attempt 1.
+KilledRegister = crash_after_first_attempt(RegisterStep, "killed_register", kill=True)
 
 
 #: The toy steps by name, as entry-point targets.
@@ -153,10 +165,12 @@ TOY_STEPS: dict[str, str] = {
     "toy_copy": "mlsteps.testing:ToyCopy",
     "toy_crash": "mlsteps.testing:ToyCrash",
 }
-#: Built-in steps that fail after their work on attempt 1 (:func:`crash_after_first_attempt`).
+#: Built-in steps that fail (or, `killed_*`, are killed) after their work on attempt 1
+#: (:func:`crash_after_first_attempt`).
 FLAKY_STEPS: dict[str, str] = {
     "flaky_register": "mlsteps.testing:FlakyRegister",
     "flaky_deploy": "mlsteps.testing:FlakyDeploy",
+    "killed_register": "mlsteps.testing:KilledRegister",
 }
 
 
