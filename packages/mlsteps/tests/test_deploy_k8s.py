@@ -8,9 +8,10 @@ an unreachable API server.
 
 With a cluster (``@pytest.mark.cluster``, only when ``KUBECONFIG`` and the kind
 workflow's variables are set; see .github/workflows/kind.yml): a real rollout,
-an automatic rollback of a broken image, a rollback by hand, a dry run, a canary
-with its analysis hook, and stop. These have not been run on the development
-machine (no cluster is reachable there).
+an automatic rollback of a broken image and of a version whose pods' init
+container refuses its artifacts (a wrong recorded hash), a rollback by hand, a
+dry run, a canary with its analysis hook, and stop. These have not been run on
+the development machine (no cluster is reachable there).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlsteps.backends.mlflow import download_tree_hash
 from mlsteps.context import RunContext, RunKey, build_context
 from mlsteps.deploy import manifests as m
 from mlsteps.deploy.base import (
@@ -66,14 +69,18 @@ ALLOWED_FAILURES = {
     "CKV_K8S_35": "secrets as environment variables (secretKeyRef)",
 }
 
+#: The hashes register recorded (mlsteps.artifact_hash) for v3 and v2.
+HASH_V3 = "sha256:" + "3" * 64
+HASH_V2 = "sha256:" + "2" * 64
 MODEL = ModelSpec(
     name="penguins",
     version="3",
     model_uri="models:/penguins/3",
     storage_uri="s3://models/1/models/m-0a1b2c/artifacts",
     run_id="0a1b2c",
+    artifact_hash=HASH_V3,
 )
-STABLE = ModelSpec(name="penguins", version="2", model_uri="models:/penguins/2")
+STABLE = ModelSpec(name="penguins", version="2", model_uri="models:/penguins/2", artifact_hash=HASH_V2)
 
 
 def k8s_config(**overrides: Any) -> KubernetesTargetConfig:
@@ -88,9 +95,17 @@ def k8s_config(**overrides: Any) -> KubernetesTargetConfig:
     return KubernetesTargetConfig.model_validate({**base, **overrides})
 
 
+#: What every kserve target config needs: the init container's image and the tracking URI.
+KSERVE_BASE: dict[str, Any] = {
+    "type": "kserve",
+    "verify_image": IMAGE,
+    "tracking_uri_secret": {"secret": "mlflow-tracking", "key": "uri"},
+}
+
+
 def kserve_config(**overrides: Any) -> KServeTargetConfig:
     return KServeTargetConfig.model_validate(
-        {"namespace": "models", "service_account": "kserve-s3", **overrides}
+        {**KSERVE_BASE, "namespace": "models", "service_account": "kserve-s3", **overrides}
     )
 
 
@@ -154,7 +169,8 @@ def test_replace_renders_a_hardened_mlflow_scoring_server() -> None:
     assert dep["spec"]["replicas"] == 2
     c = container(dep)
     assert c["image"] == IMAGE
-    assert c["command"][:5] == ["mlflow", "models", "serve", "--model-uri", "models:/penguins/3"]
+    # The server loads the copy the init container verified, not models:/ (no second download).
+    assert c["command"][:5] == ["mlflow", "models", "serve", "--model-uri", "/mnt/models"]
     assert c["command"][-2:] == ["--env-manager", "local"]
     assert "0.0.0.0" in c["command"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -178,10 +194,29 @@ def test_replace_renders_a_hardened_mlflow_scoring_server() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     pod = dep["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == [
+        "python",
+        "-m",
+        "mlsteps.verify_model",
+        "--model-uri",
+        "models:/penguins/3",
+        "--dest",
+        "/mnt/models",
+        "--expected-hash",
+        HASH_V3,
+    ]
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsUser"] >= 10000
-    assert pod["volumes"] == [{"name": "scratch-0", "emptyDir": {"sizeLimit": "1Gi"}}]
-    assert c["volumeMounts"] == [{"name": "scratch-0", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [
+        {"name": "scratch-0", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "model", "emptyDir": {"sizeLimit": "2Gi"}},
+    ]
+    assert c["volumeMounts"] == [
+        {"name": "scratch-0", "mountPath": "/tmp"},
+        {"name": "model", "mountPath": "/mnt/models", "readOnly": True},
+    ]
     (svc,) = by_kind(objects, "Service")
     assert svc["spec"]["selector"] == {m.INSTANCE_LABEL: "penguins"}
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
@@ -265,7 +300,14 @@ def test_kserve_renders_an_mlflow_inference_service() -> None:
     predictor = isvc["spec"]["predictor"]
     assert predictor["model"]["modelFormat"] == {"name": "mlflow"}
     assert predictor["model"]["protocolVersion"] == "v2"
-    assert predictor["model"]["storageUri"] == MODEL.storage_uri
+    # No storageUri: KServe's storage initializer would download unverified files; the
+    # init container downloads and verifies them into /mnt/models instead.
+    assert "storageUri" not in predictor["model"]
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in predictor["model"][
+        "volumeMounts"
+    ]
+    # The runtime needs no registry access: only the init container gets the tracking URI.
+    assert "MLFLOW_TRACKING_URI" not in {e["name"] for e in predictor["model"].get("env", [])}
     assert predictor["model"]["runtime"] == "mlflow-custom"
     assert predictor["serviceAccountName"] == "kserve-s3"
     assert "canaryTrafficPercent" not in predictor
@@ -273,14 +315,88 @@ def test_kserve_renders_an_mlflow_inference_service() -> None:
     (canary,) = KServeTarget(kserve_config()).render(request("canary", steps=[20, 60, 100]))
     assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 20
     assert "runtime" not in canary["spec"]["predictor"]["model"]
+    # The artifact location is no longer needed: the init container resolves models:/ itself.
     without_storage = DeployRequest(
         deployment="penguins",
-        model=ModelSpec(name="p", version="1", model_uri="models:/p/1"),
+        model=ModelSpec(name="p", version="1", model_uri="models:/p/1", artifact_hash=HASH_V2),
         strategy=StrategyConfig(),
         actor="a",
     )
-    with pytest.raises(ConfigError, match="no artifact location"):
-        KServeTarget(kserve_config()).render(without_storage)
+    (plain,) = KServeTarget(kserve_config()).render(without_storage)
+    assert _verify_args(plain["spec"]["predictor"]["initContainers"][0]) == ("models:/p/1", HASH_V2)
+
+
+def _verify_args(init: dict[str, Any]) -> tuple[str, str | None]:
+    """The model URI and expected hash an init container's ``mlsteps.verify_model`` command names."""
+    command = init["command"]
+    assert command[:3] == ["python", "-m", "mlsteps.verify_model"]
+    args = dict(zip(command[3::2], command[4::2], strict=True))
+    assert args["--dest"] == "/mnt/models"
+    return args["--model-uri"], args.get("--expected-hash")
+
+
+def _pods_with_versions(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(version label, pod spec, serving container) of every Deployment and InferenceService."""
+    found = []
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+            found.append((obj["metadata"]["labels"][m.VERSION_LABEL], pod, container(obj)))
+        elif obj["kind"] == "InferenceService":
+            pod = obj["spec"]["predictor"]
+            found.append((obj["metadata"]["labels"][m.VERSION_LABEL], pod, pod["model"]))
+    return found
+
+
+def test_every_rendered_pod_verifies_the_registered_hash_before_serving_a_local_copy() -> None:
+    """Each strategy's Deployments (stable and candidate) and each InferenceService: an init container
+    downloads the version it serves and checks the hash recorded at registration; the server reads
+    the verified copy, mounted read-only, and is not told to download anything."""
+    hashes = {"3": HASH_V3, "2": HASH_V2}
+    seen: set[str] = set()
+    for name, objects in render_everything().items():
+        for version, pod, server in _pods_with_versions(objects):
+            seen.add(f"{name.split('-')[0]}:{version}")
+            (init,) = pod["initContainers"]
+            assert init["name"] == "verify-model", name
+            assert _verify_args(init) == (f"models:/penguins/{version}", hashes[version]), name
+            # As hardened and bounded as the server (checked again by the PSS and checkov tests).
+            assert init["securityContext"] == server["securityContext"], name
+            assert init["resources"] == server["resources"], name
+            assert init["image"] == IMAGE, name
+            env = {e["name"]: e for e in init["env"]}
+            assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-tracking"
+            # The init container writes the copy; the server only reads it.
+            assert {"name": "model", "mountPath": "/mnt/models"} in init["volumeMounts"], name
+            assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in server["volumeMounts"]
+            assert {"name": "model", "emptyDir": {"sizeLimit": "2Gi"}} in pod["volumes"], name
+            assert "storageUri" not in server
+            assert "models:/" not in " ".join(server.get("command", [])), name
+    assert seen == {"k8s:3", "k8s:2", "kserve:3"}
+
+
+def test_a_version_without_a_recorded_hash_is_downloaded_but_not_verified() -> None:
+    unhashed = dataclasses.replace(MODEL, artifact_hash=None)
+    (dep,) = by_kind(
+        m.render_kubernetes(k8s_config(), "penguins", unhashed, strategy="replace"), "Deployment"
+    )
+    assert _verify_args(dep["spec"]["template"]["spec"]["initContainers"][0]) == ("models:/penguins/3", None)
+
+
+def test_the_recorded_hash_survives_in_the_state_for_later_renders() -> None:
+    """The stable Deployment beside a canary and a rollback are rendered from the state file's
+    record of a version (model_of), not from the registry: the hash must be in that record."""
+    from mlsteps.deploy.kubernetes import model_of, remember_model
+
+    state = DeploymentState(deployment="penguins", target="kubernetes", model_name="penguins")
+    remember_model(state, MODEL)
+    again = model_of(state, "3")
+    assert again is not None
+    assert (again.artifact_hash, again.storage_uri) == (HASH_V3, MODEL.storage_uri)
+    (dep,) = by_kind(m.render_kubernetes(k8s_config(), "penguins", again, strategy="replace"), "Deployment")
+    assert _verify_args(dep["spec"]["template"]["spec"]["initContainers"][0])[1] == HASH_V3
+    # A state written before hashes were recorded: the version renders unverified, not broken.
+    assert model_of(DeploymentState(deployment="p", target="kubernetes", model_name="p"), "1") is not None
 
 
 # --------------------------------------------------------------------------- schemas
@@ -354,6 +470,18 @@ def test_the_restricted_check_catches_each_violation(mutate: Any, words: str) ->
     assert any(words in p for p in problems), problems
 
 
+def test_the_restricted_check_covers_the_init_container() -> None:
+    for objects in (
+        KubernetesTarget(k8s_config()).render(request()),
+        KServeTarget(kserve_config()).render(request()),
+    ):
+        broken = copy.deepcopy(objects[-1])
+        (pod,) = [p for _, p in pod_specs(broken)]
+        pod["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+        problems = check_restricted([broken])
+        assert any("initContainers[verify-model]" in p and "allowPrivilegeEscalation" in p for p in problems)
+
+
 def test_schema_validation_reports_mistakes_with_their_path() -> None:
     objects = KubernetesTarget(k8s_config()).render(request("canary"))
     dep = copy.deepcopy(by_kind(objects, "Deployment")[0])
@@ -410,6 +538,8 @@ def test_vendored_crd_schemas_are_strict_and_documented() -> None:
     # status keeps x-kubernetes-preserve-unknown-fields: no additionalProperties clamp there.
     assert "additionalProperties" not in isvc["properties"]["status"]
     assert "x-kubernetes-int-or-string" not in json.dumps(isvc)
+    init = predictor["properties"]["initContainers"]["items"]
+    assert (init["additionalProperties"], init["required"]) == (False, ["name"])
     with pytest.raises(KeyError):
         m.crd_schema("networking.istio.io/v1", "Gateway")
 
@@ -466,6 +596,14 @@ def test_rendered_manifests_pass_the_checkov_scan_and_a_regression_fails_it(tmp_
         broken["metadata"]["name"] = f"regressed-{check.lower().replace('_', '-')}"
         breaks(container(broken), broken["spec"]["template"]["spec"])
         (bad / f"{check}.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
+    # The same scan covers the verifying init container.
+    init_regressions = ("CKV_K8S_22", "CKV_K8S_20", "CKV_K8S_13")
+    for check in init_regressions:
+        broken = copy.deepcopy(base)
+        broken["metadata"]["name"] = f"regressed-init-{check.lower().replace('_', '-')}"
+        (init,) = broken["spec"]["template"]["spec"]["initContainers"]
+        regressions[check](init, broken["spec"]["template"]["spec"])
+        (bad / f"init-{check}.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
 
     reports = _checkov(tmp_path)
     (report,) = [r for r in reports if r.get("check_type") == "kubernetes"]
@@ -485,6 +623,11 @@ def test_rendered_manifests_pass_the_checkov_scan_and_a_regression_fails_it(tmp_
     for check in regressions:
         hits = [f for f in failed if f["check_id"] == check and f"/regressed/{check}.yaml" in f["file_path"]]
         assert hits, f"checkov did not flag the regression {check}"
+    for check in init_regressions:
+        hits = [
+            f for f in failed if f["check_id"] == check and f"/regressed/init-{check}.yaml" in f["file_path"]
+        ]
+        assert hits, f"checkov did not flag the init container's regression {check}"
 
 
 # --------------------------------------------------------------------------- configuration errors
@@ -526,6 +669,11 @@ def test_rendered_manifests_pass_the_checkov_scan_and_a_regression_fails_it(tmp_
         ),
         ({"run_as_user": 0}, "deploy.config.target.kubernetes.run_as_user", "greater than or equal to 10000"),
         ({"writable_dirs": ["tmp"]}, "deploy.config.target.kubernetes.writable_dirs", "absolute directory"),
+        (
+            {"writable_dirs": ["/mnt/models/x"]},
+            "deploy.config.target.kubernetes.writable_dirs",
+            "holds the verified model copy",
+        ),
     ],
 )
 def test_kubernetes_config_errors_name_the_field(target: dict[str, Any], path: str, words: str) -> None:
@@ -538,30 +686,35 @@ def test_kubernetes_config_errors_name_the_field(target: dict[str, Any], path: s
 
 def test_strategy_and_kserve_config_errors() -> None:
     with pytest.raises(ConfigError) as err:
-        DeployStep.parse_config(
-            {"name": "penguins", "target": {"type": "kserve"}, "strategy": {"kind": "shadow"}}
-        )
+        DeployStep.parse_config({"name": "penguins", "target": KSERVE_BASE, "strategy": {"kind": "shadow"}})
     assert "'shadow' is not supported by the 'kserve' target" in str(err.value)
     assert "['canary', 'replace']" in str(err.value)
     config = DeployStep.parse_config(
         {
             "name": "penguins",
-            "target": {"type": "kserve", "protocol_version": "v1"},
+            "target": {**KSERVE_BASE, "protocol_version": "v1"},
             "strategy": {"kind": "canary"},
         }
     )
     assert isinstance(config.target, KServeTargetConfig)
     with pytest.raises(ConfigError, match="max_replicas must be >= min_replicas"):
         DeployStep.parse_config(
-            {"name": "p", "target": {"type": "kserve", "min_replicas": 4, "max_replicas": 2}}
+            {"name": "p", "target": {**KSERVE_BASE, "min_replicas": 4, "max_replicas": 2}}
         )
     with pytest.raises(ConfigError, match=r"unknown serving\.kserve\.io/deploymentMode"):
         DeployStep.parse_config(
             {
                 "name": "p",
-                "target": {"type": "kserve", "annotations": {"serving.kserve.io/deploymentMode": "Fast"}},
+                "target": {**KSERVE_BASE, "annotations": {"serving.kserve.io/deploymentMode": "Fast"}},
             }
         )
+    # The init container's image and the tracking URI are required: nothing serves unverified files.
+    for missing, words in (("verify_image", "verify_image"), ("tracking_uri_secret", "tracking_uri_secret")):
+        target = {k: v for k, v in KSERVE_BASE.items() if k != missing}
+        with pytest.raises(ConfigError, match=words):
+            DeployStep.parse_config({"name": "p", "target": target})
+    with pytest.raises(ConfigError, match="':latest' is not a pinned version"):
+        DeployStep.parse_config({"name": "p", "target": {**KSERVE_BASE, "verify_image": "verify:latest"}})
     assert image_problem(f"localhost:5000/server@{DIGEST}") is None
     assert image_problem("localhost:5000/server") is not None
     assert "digest" in str(image_problem("server:1@sha256:abc"))
@@ -639,6 +792,29 @@ def test_pod_problems_and_the_current_replicaset() -> None:
     assert "CrashLoopBackOff after 2 restarts (Error exit 1)" in str(
         pod_problem(pod("CrashLoopBackOff", restarts=2), max_restarts=2)
     )
+    # The verifying init container refusing the artifacts: a pod status of that shape (the pod
+    # stays in Init:CrashLoopBackOff), whose termination message is the refusal from its log.
+    refusal = "mlsteps.verify_model: REFUSED models:/penguins/3: its artifacts changed since registration"
+    refused = {
+        "metadata": {"name": "p-2"},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "verify-model",
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {"reason": "Error", "exitCode": 1, "message": refusal + "\n"}
+                    },
+                }
+            ],
+            "containerStatuses": [{"name": "model", "state": {"waiting": {"reason": "PodInitializing"}}}],
+        },
+    }
+    assert pod_problem(refused, max_restarts=2) == (
+        f"pod p-2: init container verify-model: CrashLoopBackOff after 2 restarts (Error exit 1): {refusal}"
+    )
+    assert pod_problem(refused, max_restarts=3) is None
 
     def rs(revision: str, owner: str) -> dict[str, Any]:
         return {
@@ -840,11 +1016,16 @@ class Kind:
                     model, name="model", registered_model_name=self.name, input_example=x.head(3)
                 )
             version = str(info.registered_model_version)
+            uri = f"models:/{self.name}/{version}"
+            with tempfile.TemporaryDirectory() as tmp:
+                # What register records (mlsteps.artifact_hash): the pods' init container checks it.
+                recorded = download_tree_hash(uri, tmp)
             self.versions[version] = ModelSpec(
                 name=self.name,
                 version=version,
-                model_uri=f"models:/{self.name}/{version}",
+                model_uri=uri,
                 storage_uri=client.get_model_version_download_uri(self.name, version),
+                artifact_hash=recorded,
             )
 
     def config(self, **overrides: Any) -> KubernetesTargetConfig:
@@ -920,6 +1101,15 @@ def test_kind_rollout_auto_rollback_manual_rollback_dry_run_and_stop(kind: Kind)
     assert _serving(target, name) == ("1", kind.image, True)
     assert _predict(target, name) == [0]
 
+    # The pod's init container refuses files that do not hash to the recorded value (as if the
+    # artifacts had changed after deploy's own check): the rollout fails and v1 keeps serving.
+    wrong = dataclasses.replace(kind.versions["2"], artifact_hash="sha256:" + "0" * 64)
+    refused = target.deploy(kind.ctx("d-hash"), dataclasses.replace(kind.request(name, "2"), model=wrong))
+    assert refused.status == "rolled_back", refused.metadata
+    assert "init container verify-model" in refused.metadata["error"]
+    assert "changed since registration" in refused.metadata["error"]
+    assert _serving(target, name) == ("1", kind.image, True)
+
     broken = KubernetesTarget(kind.config(image=kind.image.rsplit(":", 1)[0] + ":no-such-tag"))
     failed = broken.deploy(kind.ctx("d2"), kind.request(name, "2"))
     assert failed.status == "rolled_back", failed.metadata
@@ -941,7 +1131,13 @@ def test_kind_rollout_auto_rollback_manual_rollback_dry_run_and_stop(kind: Kind)
     assert again.metadata.get("reused") is True
     state = target.status(kind.ctx("s"), name)
     assert state is not None
-    assert [e.action for e in state.history] == ["deploy", "auto_rollback", "deploy", "rollback"]
+    assert [e.action for e in state.history] == [
+        "deploy",
+        "auto_rollback",
+        "auto_rollback",
+        "deploy",
+        "rollback",
+    ]
 
     dry = target.deploy(kind.ctx("dry"), dataclasses.replace(kind.request(name, "2"), dry_run=True))
     assert dry.status == "pending"

@@ -48,6 +48,8 @@ CORE_MODULES = [
     "mlsteps.deploy.kserve",
     "mlsteps.deploy.manifests",
     "mlsteps.steps.deploy",
+    # The pods' init container: it imports MLflow only once it downloads.
+    "mlsteps.verify_model",
 ]
 
 

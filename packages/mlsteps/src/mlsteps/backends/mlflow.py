@@ -239,19 +239,32 @@ def artifact_tree_hash(ctx: RunContext, model_uri: str) -> str:
     """Hash a registered version's artifact files (relative names and contents), as they are stored.
 
     ``register`` records it (:data:`ARTIFACT_HASH_TAG`); ``deploy`` recomputes it to refuse
-    artifacts changed since. The artifacts are downloaded to a temporary directory first.
+    artifacts changed since, and the Kubernetes/KServe pods' init container
+    (``python -m mlsteps.verify_model``) recomputes it on the copy they serve. The
+    artifacts are downloaded to a temporary directory first.
     """
     import tempfile
 
+    with tempfile.TemporaryDirectory(prefix="mlsteps-artifacts-") as tmp:
+        return download_tree_hash(model_uri, tmp)
+
+
+def download_tree_hash(model_uri: str, directory: str | os.PathLike[str]) -> str:
+    """Download ``model_uri``'s artifacts into ``directory`` and hash them as :func:`artifact_tree_hash` does.
+
+    The one definition of the recorded hash: ``register``, ``deploy`` and the pods'
+    verification all go through here, so they hash the same files the same way
+    (a ``models:/`` download also holds MLflow's ``registered_model_meta`` file).
+    MLflow's tracking URI comes from the environment or :func:`configure`.
+    """
     from mlsteps.hashing import hash_path
 
     artifacts = require("mlflow.artifacts")
-    with tempfile.TemporaryDirectory(prefix="mlsteps-artifacts-") as tmp:
-        try:
-            artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        except Exception as exc:
-            raise wrap(exc, f"could not download {model_uri} to hash it") from exc
-        return hash_path(tmp)
+    try:
+        artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(directory))
+    except Exception as exc:
+        raise wrap(exc, f"could not download {model_uri} to hash it") from exc
+    return hash_path(directory)
 
 
 def wrap(exc: BaseException, doing: str) -> BackendError:

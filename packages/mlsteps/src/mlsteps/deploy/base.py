@@ -84,7 +84,8 @@ def verify_registered_artifacts(ctx: RunContext, model: ModelSpec) -> None:
 
     For targets that do not download the model here (Kubernetes, KServe: the pods
     fetch it), so tampered artifacts are refused before anything is applied. The
-    pods download again later; a change in between is not detected.
+    pods download again later; their init container (``python -m mlsteps.verify_model``)
+    checks that copy against the same recorded hash, so a change in between fails the pod.
     """
     if model.artifact_hash is None:
         ctx.logger.warning("deploy: %s has no recorded artifact hash; not verified", model.model_uri)

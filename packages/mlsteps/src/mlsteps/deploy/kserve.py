@@ -1,8 +1,11 @@
 """The ``kserve`` target: a KServe ``InferenceService`` serving the version's MLflow artifacts.
 
 The predictor declares ``modelFormat: mlflow`` (protocol ``v2`` by default) and
-a ``storageUri`` pointing at the model version's artifact location, which KServe's
-storage initializer downloads with the ServiceAccount's credentials. Canary
+no ``storageUri``: its init container (``verify_image``, running ``python -m
+mlsteps.verify_model``) downloads ``models:/NAME/VERSION`` through the MLflow
+registry into an emptyDir mounted read-only at ``/mnt/models`` (where the runtime
+loads models from) and fails the pod when the files differ from the hash recorded
+at registration, so artifacts changed after ``deploy``'s own check are not served. Canary
 rollouts use KServe's own ``canaryTrafficPercent`` (Serverless mode, Knative
 revisions): the new revision takes each step's share, the analysis hook decides
 between steps, promotion removes the field, and a rollback sets it to 0 then
@@ -29,7 +32,9 @@ from mlsteps.deploy.kubernetes import (
     ClusterTargetConfig,
     RolloutFailed,
     check_strategy,
+    image_problem,
     model_of,
+    remember_model,
     run_analysis,
 )
 from mlsteps.errors import ConfigError, Problem
@@ -47,6 +52,14 @@ class KServeTargetConfig(ClusterTargetConfig):
     """Configuration of the ``kserve`` target."""
 
     type: Literal["kserve"] = "kserve"
+    verify_image: str = Field(
+        description="Image of the predictor's init container, which downloads the version into /mnt/models "
+        "and verifies it against the hash recorded at registration: it needs mlsteps and MLflow "
+        "(`python -m mlsteps.verify_model`), pinned by tag or digest."
+    )
+    verify_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Pull policy of verify_image."
+    )
     runtime: str | None = Field(
         None,
         description="ServingRuntime name (default: KServe picks the runtime for modelFormat mlflow, "
@@ -62,6 +75,14 @@ class KServeTargetConfig(ClusterTargetConfig):
     ready_timeout_s: float = Field(
         900.0, ge=30, le=86_400, description="Seconds a new revision has to become ready."
     )
+
+    @field_validator("verify_image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        problem = image_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("annotations")
     @classmethod
@@ -192,10 +213,7 @@ class KServeTarget(ClusterTarget):
                     extra={"reused": True},
                 )
             state.model_name = request.model.name
-            if request.model.storage_uri:
-                state.runtime.setdefault("storage_uris", {})[request.model.version] = (
-                    request.model.storage_uri
-                )
+            remember_model(state, request.model)
             if canary:
                 assert stable is not None
                 return self._canary(ctx, state_file, state, request, stable)

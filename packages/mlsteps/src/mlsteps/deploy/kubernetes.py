@@ -1,8 +1,11 @@
 """The ``kubernetes`` target: MLflow's scoring server as a Deployment + Service, traffic split by Istio.
 
-The container runs ``mlflow models serve -m models:/NAME/VERSION --env-manager
-local`` in an image that has MLflow and the model's dependencies installed;
-the tracking URI comes from a Secret, and ``/ping`` gates readiness. Objects are
+An init container (``python -m mlsteps.verify_model``, same image) downloads
+``models:/NAME/VERSION`` into an emptyDir and fails the pod when the files differ
+from the hash recorded at registration; the server container then runs ``mlflow
+models serve -m /mnt/models --env-manager local`` on that verified copy (mounted
+read-only). The image needs MLflow, mlsteps and the model's dependencies; the
+tracking URI comes from a Secret, and ``/ping`` gates readiness. Objects are
 applied with server-side apply (field manager ``mlsteps``), so a retry re-applies
 the same declarative objects; every object is labelled with the deployment,
 model version and run key, and the state file keeps each healthy version's
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -180,6 +183,11 @@ class ClusterTargetConfig(BaseModel):
     secret_env: list[SecretEnv] = Field(
         default_factory=list, description="Environment variables read from Secrets (secretKeyRef)."
     )
+    tracking_uri_secret: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding MLFLOW_TRACKING_URI, which the pods' init container needs to download "
+        "models:/NAME/VERSION and verify it. Required.",
+    )
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on every object.")
     service_account: str | None = Field(
         None, description="ServiceAccount of the pods (e.g. for workload identity to the artifact store)."
@@ -195,6 +203,11 @@ class ClusterTargetConfig(BaseModel):
         description="Directories mounted as emptyDir volumes: the root filesystem is read-only.",
     )
     scratch_size: str = Field("1Gi", description="Size limit of each writable emptyDir.")
+    model_volume_size: str = Field(
+        "2Gi",
+        description="Size limit of the emptyDir holding the verified model copy (at /mnt/models): at least "
+        "the size of the version's artifacts.",
+    )
     kubeconfig: str | None = Field(
         None, description="kubeconfig file (default: $KUBECONFIG, then in-cluster)."
     )
@@ -243,14 +256,36 @@ class ClusterTargetConfig(BaseModel):
         for path in value:
             if not path.startswith("/") or path == "/":
                 raise ValueError(f"{path!r} must be an absolute directory other than /")
+            if path.rstrip("/") == m.MODEL_DIR or path.startswith(m.MODEL_DIR + "/"):
+                raise ValueError(f"{path!r}: {m.MODEL_DIR} holds the verified model copy")
         if len(set(value)) != len(value):
             raise ValueError("writable_dirs lists a directory twice")
         return value
 
-    @field_validator("scratch_size")
+    @field_validator("scratch_size", "model_volume_size")
     @classmethod
     def _size(cls, value: str) -> str:
         return Quantities._quantity(value)
+
+    @model_validator(mode="after")
+    def _tracking(self) -> Self:
+        if self.tracking_uri_secret is None:
+            raise ValueError(
+                "tracking_uri_secret is required: the pods' init container downloads models:/NAME/VERSION "
+                "through the MLflow registry and verifies it before the server starts; create a Secret "
+                "holding the tracking URI, e.g. `kubectl create secret generic mlflow-tracking "
+                "--from-literal=uri=http://mlflow.mlflow:5000`, and set "
+                "tracking_uri_secret: {secret: mlflow-tracking, key: uri}"
+            )
+        names = [e.name for e in self.secret_env] + list(self.env)
+        if "MLFLOW_TRACKING_URI" in names:
+            raise ValueError(
+                "MLFLOW_TRACKING_URI is set by tracking_uri_secret; do not set it in env/secret_env"
+            )
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"environment variables set twice: {duplicates}")
+        return self
 
     @field_validator("service_account")
     @classmethod
@@ -311,11 +346,6 @@ class KubernetesTargetConfig(ClusterTargetConfig):
         "Always", description="Always re-checks the registry; IfNotPresent suits images loaded into kind."
     )
     image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets for a private registry.")
-    tracking_uri_secret: SecretKeyRef | None = Field(
-        None,
-        description="Secret key holding MLFLOW_TRACKING_URI, which the server needs to resolve models:/ URIs. "
-        "Required.",
-    )
     replicas: int = Field(
         2, ge=1, le=1000, description="Replicas of the stable Deployment (without autoscaling)."
     )
@@ -349,25 +379,6 @@ class KubernetesTargetConfig(ClusterTargetConfig):
         if problem:
             raise ValueError(problem)
         return value
-
-    @model_validator(mode="after")
-    def _tracking(self) -> KubernetesTargetConfig:
-        if self.tracking_uri_secret is None:
-            raise ValueError(
-                "tracking_uri_secret is required: the scoring server resolves models:/NAME/VERSION through "
-                "the MLflow registry; create a Secret holding the tracking URI, e.g. `kubectl create secret "
-                "generic mlflow-tracking --from-literal=uri=http://mlflow.mlflow:5000`, and set "
-                "tracking_uri_secret: {secret: mlflow-tracking, key: uri}"
-            )
-        names = [e.name for e in self.secret_env] + list(self.env)
-        if "MLFLOW_TRACKING_URI" in names:
-            raise ValueError(
-                "MLFLOW_TRACKING_URI is set by tracking_uri_secret; do not set it in env/secret_env"
-            )
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"environment variables set twice: {duplicates}")
-        return self
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -563,19 +574,33 @@ def current_replicaset(
 
 
 def pod_problem(pod: dict[str, Any], *, max_restarts: int) -> str | None:
-    """Why a pod will not become ready by waiting (a bad image, a missing Secret, a crash loop), or None."""
+    """Why a pod will not become ready by waiting (a bad image, a missing Secret, a crash loop), or None.
+
+    Init containers count too: the one verifying the model fails for good when the
+    artifacts differ from the registered hash, and its last words (the termination
+    message, from its log) say so.
+    """
     name = (pod.get("metadata") or {}).get("name", "?")
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+    pod_status = pod.get("status") or {}
+    statuses = [
+        (f"init container {s.get('name')}: ", s) for s in pod_status.get("initContainerStatuses") or []
+    ]
+    statuses += [("", s) for s in pod_status.get("containerStatuses") or []]
+    for what, status in statuses:
         waiting = (status.get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")
         detail = waiting.get("message") or ""
         if reason in FATAL_WAITING:
-            return f"pod {name}: {reason}: {detail}".rstrip(": ")
+            return f"pod {name}: {what}{reason}: {detail}".rstrip(": ")
         if reason == "CrashLoopBackOff" and int(status.get("restartCount") or 0) >= max_restarts:
             terminated = (status.get("lastState") or {}).get("terminated") or {}
             why = terminated.get("reason") or ""
             code = terminated.get("exitCode")
-            return f"pod {name}: CrashLoopBackOff after {status.get('restartCount')} restarts ({why} exit {code})"
+            said = " ".join(str(terminated.get("message") or "").split())
+            return (
+                f"pod {name}: {what}CrashLoopBackOff after {status.get('restartCount')} restarts ({why} exit {code})"
+                + (f": {said}" if what and said else "")
+            )
     return None
 
 
@@ -712,7 +737,17 @@ def model_of(state: DeploymentState, version: str | None) -> ModelSpec | None:
         version=version,
         model_uri=f"models:/{state.model_name}/{version}",
         storage_uri=storage,
+        # So a stable Deployment or a rollback rendered later verifies what deploy verified.
+        artifact_hash=(state.runtime.get("artifact_hashes") or {}).get(version),
     )
+
+
+def remember_model(state: DeploymentState, model: ModelSpec) -> None:
+    """Record what :func:`model_of` needs to render ``model`` again (artifact location and hash)."""
+    if model.storage_uri:
+        state.runtime.setdefault("storage_uris", {})[model.version] = model.storage_uri
+    if model.artifact_hash:
+        state.runtime.setdefault("artifact_hashes", {})[model.version] = model.artifact_hash
 
 
 # --------------------------------------------------------------------------- the target
@@ -797,10 +832,7 @@ class KubernetesTarget(ClusterTarget):
                     extra={"reused": True},
                 )
             state.model_name = request.model.name
-            if request.model.storage_uri:
-                state.runtime.setdefault("storage_uris", {})[request.model.version] = (
-                    request.model.storage_uri
-                )
+            remember_model(state, request.model)
             if kind == "replace":
                 return self._replace(ctx, state_file, state, request, action="deploy")
             assert stable is not None

@@ -50,6 +50,12 @@ CANDIDATE = "candidate"
 TRACKS = (STABLE, CANDIDATE)
 
 CONTAINER_NAME = "model"
+#: The init container that downloads the version and verifies it against the registered hash.
+VERIFY_CONTAINER_NAME = "verify-model"
+#: The emptyDir holding the verified copy: written by the init container, read-only to the server.
+MODEL_VOLUME = "model"
+#: Where that copy is mounted (the path KServe's runtimes load a model from).
+MODEL_DIR = "/mnt/models"
 CONTAINER_PORT = 8080
 PORT_NAME = "http"
 #: The MLflow scoring server's endpoints (``mlflow models serve``).
@@ -154,17 +160,21 @@ def service_host(deployment: str, namespace: str) -> str:
 # --------------------------------------------------------------------------- kubernetes target
 
 
-def _env(cfg: KubernetesTargetConfig | KServeTargetConfig) -> list[dict[str, Any]]:
-    """Plain values first, then values read from Secrets (``secretKeyRef``: never inlined)."""
+def _env(cfg: KubernetesTargetConfig | KServeTargetConfig, *, tracking: bool = True) -> list[dict[str, Any]]:
+    """Plain values first, then values read from Secrets (``secretKeyRef``: never inlined).
+
+    ``tracking``: include ``MLFLOW_TRACKING_URI`` from ``tracking_uri_secret`` (the
+    init container needs it to download the version; KServe's runtime does not).
+    """
     plain = dict(cfg.env)
     if "/tmp" in cfg.writable_dirs and "HOME" not in plain:
         # The non-root UID has no home directory in most images; MLflow and pip caches write under it.
         plain["HOME"] = "/tmp"
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(plain.items())]
     refs = list(cfg.secret_env)
-    tracking = getattr(cfg, "tracking_uri_secret", None)
-    if tracking is not None:
-        refs.insert(0, tracking.as_env("MLFLOW_TRACKING_URI"))
+    secret = cfg.tracking_uri_secret if tracking else None
+    if secret is not None:
+        refs.insert(0, secret.as_env("MLFLOW_TRACKING_URI"))
     for ref in refs:
         env.append(
             {
@@ -206,14 +216,58 @@ def _scratch(cfg: KubernetesTargetConfig | KServeTargetConfig) -> tuple[list[Man
     return volumes, mounts
 
 
+def verify_command(model: ModelSpec) -> list[str]:
+    """The init container's command: download ``model`` into :data:`MODEL_DIR` and check its hash.
+
+    The hash is the one ``deploy`` read from the registry (``mlsteps.artifact_hash``)
+    and checked the artifacts against; the pod checks its own download against it
+    again, so artifacts changed after ``deploy`` are never served. A version without
+    a recorded hash (registered outside mlsteps) is downloaded unverified, as ``deploy``
+    lets it through unverified.
+    """
+    command = ["python", "-m", "mlsteps.verify_model", "--model-uri", model.model_uri, "--dest", MODEL_DIR]
+    if model.artifact_hash:
+        command += ["--expected-hash", model.artifact_hash]
+    return command
+
+
+def _model_volume(cfg: KubernetesTargetConfig | KServeTargetConfig) -> Manifest:
+    return {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": cfg.model_volume_size}}
+
+
+def verify_container(
+    cfg: KubernetesTargetConfig | KServeTargetConfig,
+    model: ModelSpec,
+    *,
+    image: str,
+    pull_policy: str,
+    scratch_mounts: list[Manifest],
+) -> Manifest:
+    """The init container: as hardened and bounded as the server (the restricted profile covers it too)."""
+    return {
+        "name": VERIFY_CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": verify_command(model),
+        "env": _env(cfg),
+        "resources": cfg.resources.manifest(),
+        "securityContext": _container_security(True),
+        "volumeMounts": [*copy.deepcopy(scratch_mounts), {"name": MODEL_VOLUME, "mountPath": MODEL_DIR}],
+    }
+
+
+def _served_model_mount() -> Manifest:
+    return {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}
+
+
 def serve_command(cfg: KubernetesTargetConfig, model: ModelSpec) -> list[str]:
-    """The container's command: MLflow's scoring server for the registered version, in the image's env."""
+    """The container's command: MLflow's scoring server on the verified local copy, in the image's env."""
     return [
         "mlflow",
         "models",
         "serve",
         "--model-uri",
-        model.model_uri,
+        MODEL_DIR,
         "--host",
         "0.0.0.0",
         "--port",
@@ -262,8 +316,13 @@ def deployment_manifest(
         "startupProbe": probe(5, max(1, int(cfg.startup_timeout_s // 5))),
         "readinessProbe": probe(5, 3),
         "livenessProbe": probe(20, 3),
-        "volumeMounts": mounts,
+        "volumeMounts": [*mounts, _served_model_mount()],
     }
+    init = verify_container(
+        cfg, model, image=cfg.image, pull_policy=cfg.image_pull_policy, scratch_mounts=mounts
+    )
+    # Its log's tail becomes the termination message, which a failed rollout reports (pod_problem).
+    init["terminationMessagePolicy"] = "FallbackToLogsOnError"
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(deployment, track)},
         "revisionHistoryLimit": 10,
@@ -277,8 +336,9 @@ def deployment_manifest(
             "spec": {
                 "automountServiceAccountToken": cfg.automount_service_account_token,
                 "securityContext": _pod_security(cfg),
+                "initContainers": [init],
                 "containers": [container],
-                "volumes": volumes,
+                "volumes": [*volumes, _model_volume(cfg)],
                 "terminationGracePeriodSeconds": 30,
             },
         },
@@ -488,43 +548,40 @@ def inference_service_manifest(
     run_key: str | None = None,
     actor: str | None = None,
 ) -> Manifest:
-    """An InferenceService serving the version's artifacts (``storageUri``) with the MLflow format.
+    """An InferenceService serving the version's verified artifacts with the MLflow format.
+
+    No ``storageUri``: instead of KServe's storage initializer, the predictor's init
+    container (``verify_image``) downloads the version into an emptyDir at
+    :data:`MODEL_DIR`, where the runtime loads models from, and fails the pod when the
+    files differ from the hash recorded at registration.
 
     ``canary_percent`` sends that share to the new revision while the previous
     rolled-out revision keeps the rest; leaving it out promotes the new revision.
     """
-    if not model.storage_uri:
-        raise ConfigError(
-            [
-                Problem(
-                    None,
-                    "deploy.config.target.storage_uri",
-                    f"{model.model_uri} has no artifact location (storage_uri): KServe's storage "
-                    "initializer downloads the model from it",
-                )
-            ]
-        )
     volumes, mounts = _scratch(cfg)
     container: dict[str, Any] = {
         "modelFormat": {"name": "mlflow"},
         "protocolVersion": cfg.protocol_version,
-        "storageUri": model.storage_uri,
         "resources": cfg.resources.manifest(),
         "securityContext": _container_security(True),
-        "volumeMounts": mounts,
+        "volumeMounts": [*mounts, _served_model_mount()],
     }
     if cfg.runtime:
         container["runtime"] = cfg.runtime
-    env = _env(cfg)
+    env = _env(cfg, tracking=False)
     if env:
         container["env"] = env
+    init = verify_container(
+        cfg, model, image=cfg.verify_image, pull_policy=cfg.verify_image_pull_policy, scratch_mounts=mounts
+    )
     predictor: dict[str, Any] = {
         "minReplicas": cfg.min_replicas,
         "maxReplicas": cfg.max_replicas,
         "automountServiceAccountToken": cfg.automount_service_account_token,
         "securityContext": _pod_security(cfg),
+        "initContainers": [init],
         "model": container,
-        "volumes": volumes,
+        "volumes": [*volumes, _model_volume(cfg)],
     }
     if cfg.service_account:
         predictor["serviceAccountName"] = cfg.service_account
