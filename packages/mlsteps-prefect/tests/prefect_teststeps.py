@@ -1,14 +1,19 @@
-"""A test step that consumes a gate's report, so a failed gate has a downstream step."""
+"""Test steps: a gate's consumer, live and drift sources, and a ``register`` whose process dies once."""
 
 from __future__ import annotations
 
 import json
-from typing import ClassVar, Literal
+import os
+import signal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from mlsteps.context import RunContext
 from mlsteps.hashing import hash_file
 from mlsteps.refs import BaseRef, DatasetRef, RefKind, ReportRef
 from mlsteps.step import InputSpec, Step, StepConfig, StepResult
+from mlsteps.steps import register as register_module
+from mlsteps.steps.register import RegisterConfig, RegisterStep
 from mlsteps.storage import atomic_write_bytes
 from mlsteps.testing import SumConfig, ToySource
 
@@ -59,3 +64,57 @@ class ToyDriftReport(Step[DriftConfig]):
             uri=str(path), content_hash=hash_file(path), passed=config.verdict == "no_drift", summary=summary
         )
         return StepResult(outputs={"report": report})
+
+
+class FileConfig(StepConfig):
+    path: str
+
+
+class ToyDatasetFile(Step[FileConfig]):
+    """Hands an existing parquet file on as a dataset: a pipeline's source without a validation backend."""
+
+    name = "toy_dataset_file"
+    config_model = FileConfig
+    outputs: ClassVar[dict[str, RefKind]] = {"dataset": "dataset"}
+
+    def run(self, ctx: RunContext, config: FileConfig, inputs: dict[str, BaseRef]) -> StepResult:
+        path = Path(ctx.resolve_path(config.path))
+        return StepResult(outputs={"dataset": DatasetRef(uri=str(path), content_hash=hash_file(path))})
+
+
+#: Written in the step's run directory (the same for every attempt of the run key) before the kill.
+KILL_MARKER = "killed-after-create.json"
+
+
+class KilledMidRegister(RegisterStep):
+    """The real ``register``, whose process SIGKILLs itself once, right after creating the version.
+
+    The kill comes after MLflow created the version (tagged with the run key) and
+    before its tags, model card and aliases are set, so nothing can be recorded: the
+    orchestrator only sees its worker process die. Whether an attempt is the first is
+    told by :data:`KILL_MARKER` in the step's run directory, not by the attempt number
+    (as ``mlsteps.testing.crash_after_first_attempt`` does): Prefect re-runs a retried
+    flow run with new task runs, so ``register`` is attempt 1 again there. The hook is
+    the step module's ``_create_version``, wrapped for this one call and restored after.
+    """
+
+    name = "killed_mid_register"
+
+    def run(self, ctx: RunContext, config: RegisterConfig, inputs: dict[str, BaseRef]) -> StepResult:
+        marker = ctx.step_dir() / KILL_MARKER
+        if marker.exists():
+            return super().run(ctx, config, inputs)
+        create = register_module._create_version
+
+        def create_then_die(*args: Any, **kwargs: Any) -> str:
+            version = create(*args, **kwargs)
+            info = {"version": version, "pid": os.getpid(), "run_key": str(ctx.run_key)}
+            atomic_write_bytes(marker, json.dumps(info).encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+            raise AssertionError("unreachable: the process was killed")
+
+        register_module._create_version = create_then_die
+        try:
+            return super().run(ctx, config, inputs)
+        finally:
+            register_module._create_version = create
