@@ -237,6 +237,8 @@ def test_a_flow_run_killed_in_register_is_retried_by_prefect_without_a_second_ve
     assert {r.run_key.idempotency_key for r in register} == {key.idempotency_key}
     assert interrupted(records) == [killed]
     assert version.tags[LINEAGE_TAG] == finished.record_id
-    assert version.tags[ATTEMPT_TAG] == str(finished.run_key.attempt)
+    # the retried flow run's new task runs count from 1 again; the attempt number does not
+    assert (killed.run_key.attempt, finished.run_key.attempt) == (1, 2)
+    assert version.tags[ATTEMPT_TAG] == "2"
     assert finished.outputs["model_version"].ref["version"] == "1"
     assert finished.outputs["model_version"].ref["metadata"]["reused"] is True

@@ -183,7 +183,16 @@ class StepCall:
         return resolve_root(self.artifact_root, self.base_dir)
 
     def run_key(self) -> RunKey:
-        """The run key from the Prefect runtime: flow run id, task run count as attempt."""
+        """The run key from the Prefect runtime: flow run id, and the attempt.
+
+        The attempt is the task run's count, offset by the earlier runs of the same flow
+        run: a retried flow run (``prefect flow-run retry``, or the flow's own retries)
+        keeps its id, so the run key, but gets new task runs counting from 1 again.
+        Each flow run attempt can make at most ``retries + 1`` attempts of a task, so
+        ``(flow run count - 1) * (retries + 1) + task run count`` numbers every attempt
+        of a step in that flow run uniquely and in order (with gaps where a flow run
+        attempt ended early).
+        """
         from prefect.context import FlowRunContext, TaskRunContext
 
         flow_ctx = FlowRunContext.get()
@@ -197,6 +206,9 @@ class StepCall:
         if task_ctx is not None:
             run_id = run_id or str(task_ctx.task_run.flow_run_id or task_ctx.task_run.id)
             attempt = max(1, int(task_ctx.task_run.run_count or 1))
+            if flow_ctx is not None and flow_ctx.flow_run is not None:
+                earlier = max(0, int(flow_ctx.flow_run.run_count or 1) - 1)
+                attempt += earlier * (int(task_ctx.task.retries or 0) + 1)
         if run_id is None:
             raise RuntimeError("mlsteps Prefect tasks must run inside a Prefect task run")
         return RunKey(
