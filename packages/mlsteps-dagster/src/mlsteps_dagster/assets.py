@@ -267,20 +267,15 @@ def step_config(context: AssetExecutionContext, step: ResolvedStep) -> StepConfi
 def step_context(context: AssetExecutionContext, spec: PipelineSpec, step_id: str) -> RunContext:
     """The mlsteps run context for ``step_id`` from Dagster's context and resources.
 
-    The run key is ``dagster/<pipeline>/<dagster run id>/<step id>`` and the attempt is
-    Dagster's retry number plus one; everything else comes from the spec, as in the
+    The run key is ``dagster/<pipeline>/<run id>/<step id>`` (see :func:`run_and_attempt`
+    for the run id and attempt); everything else comes from the spec, as in the
     local runner, with the resources' overrides. A run started by a sensor carries
     its reason in the ``mlsteps/trigger`` run tag, recorded as the lineage ``trigger``.
     """
     mlsteps_res: MlstepsResource = getattr(context.resources, MLSTEPS_RESOURCE_KEY)
     mlflow_res: MlflowResource = getattr(context.resources, MLFLOW_RESOURCE_KEY)
-    run_key = RunKey(
-        orchestrator="dagster",
-        pipeline=spec.name,
-        run_id=context.run.run_id,
-        step=step_id,
-        attempt=context.retry_number + 1,
-    )
+    run_id, attempt = run_and_attempt(context)
+    run_key = RunKey(orchestrator="dagster", pipeline=spec.name, run_id=run_id, step=step_id, attempt=attempt)
     ctx = spec.context(
         step_id, run_key, artifact_root=mlsteps_res.resolve_root(spec), mlflow=mlflow_res.settings(spec)
     )
@@ -295,6 +290,33 @@ def step_context(context: AssetExecutionContext, spec: PipelineSpec, step_id: st
         # A hand-written tag that is not a JSON object is still worth recording.
         ctx.set_trigger(parsed if isinstance(parsed, dict) else {"kind": "tag", "value": trigger})
     return ctx
+
+
+def run_and_attempt(context: AssetExecutionContext) -> tuple[str, int]:
+    """The mlsteps run id and attempt number of the running step.
+
+    A plain run: its Dagster run id, and Dagster's retry number plus one. A
+    re-execution (Dagster's *re-execute*, e.g. from failure after a worker was lost)
+    is a new Dagster run of the same pipeline run, so it takes its root run's id, and
+    the attempt goes on counting from the attempts of this step in the runs it
+    re-executes. A retry then finds, by its run key, the model version or deployment
+    an attempt killed before it could return made; and lineage shows that attempt's
+    ``started`` record as interrupted.
+    """
+    run = context.run
+    attempt = context.retry_number + 1
+    if run.parent_run_id is None:
+        return run.run_id, attempt
+    step_key = str(context.op_handle)  # the step key of an op outside graphs
+    started = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
+    parent_id: str | None = run.parent_run_id
+    while parent_id is not None:
+        attempt += sum(
+            1 for e in context.instance.all_logs(parent_id, of_type=started) if e.step_key == step_key
+        )
+        parent = context.instance.get_run_by_id(parent_id)
+        parent_id = parent.parent_run_id if parent is not None else None
+    return run.root_run_id or run.run_id, attempt
 
 
 def _output(ref: BaseRef, key: dg.AssetKey, shared: dict[str, Any]) -> dg.MaterializeResult[dict[str, Any]]:
