@@ -307,7 +307,7 @@ def run_and_attempt(context: AssetExecutionContext) -> tuple[str, int]:
     attempt = context.retry_number + 1
     if run.parent_run_id is None:
         return run.run_id, attempt
-    step_key = str(context.op_handle)  # the step key of an op outside graphs
+    step_key = str(context.op_execution_context.op_handle)  # the step key of an op outside graphs
     started = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
     parent_id: str | None = run.parent_run_id
     while parent_id is not None:
