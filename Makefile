@@ -97,8 +97,8 @@ bench-drift: envs ## monitor vs Evidently on 1M rows x 50 columns (several minut
 	cd benchmarks && ../$(VENV)/bin/python drift.py
 
 .PHONY: audit
-audit: env-scan ## pip-audit of every locked environment -> audit/*.md (needs pypi.org's JSON API or api.osv.dev; exit 2 if unreachable).
-	UV="$(UV)" $(PYTHON) scripts/audit.py
+audit: env-scan ## pip-audit of every locked environment -> audit/*.md (pypi.org's JSON API, or AUDIT_OSV_URL=an OSV service; exit 2 if unreachable).
+	UV="$(UV)" $(PYTHON) scripts/audit.py $(if $(AUDIT_OSV_URL),--osv-url $(AUDIT_OSV_URL))
 
 .PHONY: bench-smoke _bench-smoke
 bench-smoke: envs _bench-smoke ## Every benchmark at tiny sizes, one run, results thrown away (in `make test`, so they cannot rot).
