@@ -8,7 +8,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,25 +42,50 @@ def bench_env(env: dict[str, str] | None) -> dict[str, str]:
     return out
 
 
+#: Forks and times the measured process, then writes "wall_seconds maxrss_kb" to argv[1].
+#: A child spawned straight from this (large) process would report at least this process's
+#: RSS as its peak: Linux folds the memory a child had before ``exec`` into its ``maxrss``,
+#: and ``subprocess`` spawns with ``vfork`` (the parent's memory). A small launcher that
+#: forks keeps that floor at its own few MB.
+LAUNCHER = """\
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as f:
+    f.write(f"{wall} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_once(c: Contender) -> tuple[float, float, str]:
-    """Wall seconds and peak RSS (MB, from the kernel's rusage of that child) of one fresh process."""
+    """Wall seconds and peak RSS (MB, the kernel's rusage of that process) of one fresh process."""
     if callable(c.prepare):
         c.prepare()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(c.argv, cwd=c.cwd, env=bench_env(c.env), stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        measured = Path(tmp) / "measured"
+        argv = [sys.executable, "-S", "-c", LAUNCHER, str(measured), *c.argv]
+        code = subprocess.run(argv, cwd=c.cwd, env=bench_env(c.env), stdout=out, stderr=err, check=False)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{c.name} failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, stdout
+        if code.returncode != 0 or not measured.is_file():
+            raise RuntimeError(f"{c.name} failed ({code.returncode}):\n{stderr[-3000:]}")
+        wall, maxrss_kb = measured.read_text().split()
+    return float(wall), int(maxrss_kb) / 1024, stdout
 
 
-#: Kept for snippets that want to print their own peak; the measured RSS comes from wait4.
+#: Kept for snippets that want to print their own peak; the measured RSS comes from the launcher.
 PEAK_SNIPPET = "\n"
 
 
