@@ -91,11 +91,11 @@ class KilledMidRegister(RegisterStep):
 
     The kill comes after MLflow created the version (tagged with the run key) and
     before its tags, model card and aliases are set, so nothing can be recorded: the
-    orchestrator only sees its worker process die. Whether an attempt is the first is
-    told by :data:`KILL_MARKER` in the step's run directory, not by the attempt number
-    (as ``mlsteps.testing.crash_after_first_attempt`` does): Prefect re-runs a retried
-    flow run with new task runs, so ``register`` is attempt 1 again there. The hook is
-    the step module's ``_create_version``, wrapped for this one call and restored after.
+    orchestrator only sees its worker process die (``mlsteps.testing.KilledRegister``
+    dies later, after the whole registration). Whether an attempt is the first is told
+    by :data:`KILL_MARKER` in the step's run directory, which also tells the test the
+    killed attempt's version, pid and run key. The hook is the step module's
+    ``_create_version``, wrapped for this one call and restored after.
     """
 
     name = "killed_mid_register"
