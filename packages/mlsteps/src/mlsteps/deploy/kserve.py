@@ -30,9 +30,9 @@ from mlsteps.deploy.kubernetes import (
     Cluster,
     ClusterTarget,
     ClusterTargetConfig,
+    PinnedImage,
     RolloutFailed,
     check_strategy,
-    image_problem,
     model_of,
     remember_model,
     run_analysis,
@@ -52,7 +52,7 @@ class KServeTargetConfig(ClusterTargetConfig):
     """Configuration of the ``kserve`` target."""
 
     type: Literal["kserve"] = "kserve"
-    verify_image: str = Field(
+    verify_image: PinnedImage = Field(
         description="Image of the predictor's init container, which downloads the version into /mnt/models "
         "and verifies it against the hash recorded at registration: it needs mlsteps and MLflow "
         "(`python -m mlsteps.verify_model`), pinned by tag or digest."
@@ -75,14 +75,6 @@ class KServeTargetConfig(ClusterTargetConfig):
     ready_timeout_s: float = Field(
         900.0, ge=30, le=86_400, description="Seconds a new revision has to become ready."
     )
-
-    @field_validator("verify_image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        problem = image_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @field_validator("annotations")
     @classmethod

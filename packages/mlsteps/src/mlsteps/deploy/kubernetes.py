@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlsteps._imports import require
 from mlsteps.deploy import manifests as m
@@ -164,6 +164,17 @@ def image_problem(image: str) -> str | None:
     if not digest and tag == "latest":
         return "':latest' is not a pinned version: use a fixed tag or a digest"
     return None
+
+
+def _pinned(image: str) -> str:
+    problem = image_problem(image)
+    if problem:
+        raise ValueError(problem)
+    return image
+
+
+#: An image reference pinned by tag (not ``latest``) or digest; anything else fails validation.
+PinnedImage = Annotated[str, AfterValidator(_pinned)]
 
 
 class ClusterTargetConfig(BaseModel):
@@ -339,7 +350,7 @@ class KubernetesTargetConfig(ClusterTargetConfig):
     """Configuration of the ``kubernetes`` target."""
 
     type: Literal["kubernetes"] = "kubernetes"
-    image: str = Field(
+    image: PinnedImage = Field(
         description="Model server image with MLflow and the model's dependencies, pinned by tag or digest."
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
@@ -371,14 +382,6 @@ class KubernetesTargetConfig(ClusterTargetConfig):
     max_restarts: int = Field(
         2, ge=0, le=100, description="fail_fast: restarts before a crash loop is fatal."
     )
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        problem = image_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
 
 # --------------------------------------------------------------------------- the cluster
