@@ -260,7 +260,7 @@ def test_featurise_recovers_once_redis_is_back(tmp_path: Path, penguins: Path) -
     import redis
 
     repo = copy_feature_repo(tmp_path, penguins)
-    db = 13  # a database of its own; only the keys this test adds are deleted
+    db = 10  # a database of its own (the Dagster secrets scan, in the other CI stream, uses 13)
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     before = keys(client)
     online: dict[str, Any] = {"type": "redis", "connection_string": f"127.0.0.1:{closed_port()},db={db}"}

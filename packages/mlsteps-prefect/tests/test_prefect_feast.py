@@ -129,7 +129,7 @@ def test_a_feast_block_on_another_step_is_a_config_error(tmp_path: Path) -> None
 def test_the_connection_string_reaches_redis_but_not_lineage(example: Path) -> None:
     import redis
 
-    db = 14  # a database of its own; only the keys this test adds are deleted
+    db = 9  # a database of its own (the Dagster Feast test uses 14); only the keys this test adds are deleted
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     try:
         client.ping()
