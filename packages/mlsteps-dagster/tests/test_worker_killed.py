@@ -29,10 +29,9 @@ from conftest import write_spec
 from mlsteps import registry
 from mlsteps.context import RunKey, build_context
 from mlsteps.lineage import LineageRecord, LineageRecorder, interrupted
-from mlsteps.steps.deploy import DeployStep
 from mlsteps.steps.register import ATTEMPT_TAG, LINEAGE_TAG, RUN_KEY_TAG
 from mlsteps.storage import ArtifactStore
-from mlsteps.testing import FLAKY_STEPS, crash_after_first_attempt, stop_deployments, write_step_plugin
+from mlsteps.testing import FLAKY_STEPS, stop_deployments, write_step_plugin
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,9 +39,6 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "penguins"
-
-#: ``deploy``, killing its own process (``SIGKILL``) after its work on attempt 1.
-KilledDeploy = crash_after_first_attempt(DeployStep, "killed_deploy", kill=True)
 
 SPEC = """\
 name: killed
@@ -94,13 +90,10 @@ def killing_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     """The killing steps as an installed entry-point plugin, visible to Dagster's step processes."""
     site = write_step_plugin(
         tmp_path / "plugin-site",
-        {
-            "killed_register": FLAKY_STEPS["killed_register"],
-            "killed_deploy": f"{__name__}:KilledDeploy",
-        },
+        {name: FLAKY_STEPS[name] for name in ("killed_register", "killed_deploy")},
         name="mlsteps-killed-steps",
     )
-    add_to_path(monkeypatch, site, Path(__file__).parent)
+    add_to_path(monkeypatch, site)
     registry.refresh()
     yield
     monkeypatch.undo()

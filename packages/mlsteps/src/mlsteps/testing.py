@@ -154,8 +154,9 @@ def crash_after_first_attempt(step_cls: type[S], step_name: str, *, kill: bool =
 #: The built-in stateful steps, failing after their work on attempt 1 (their modules are light).
 FlakyRegister = crash_after_first_attempt(RegisterStep, "flaky_register")
 FlakyDeploy = crash_after_first_attempt(DeployStep, "flaky_deploy")
-#: ``register``, killing its own process (``SIGKILL``) after its work on attempt 1.
+#: ``register`` and ``deploy``, killing their own process (``SIGKILL``) after their work on attempt 1.
 KilledRegister = crash_after_first_attempt(RegisterStep, "killed_register", kill=True)
+KilledDeploy = crash_after_first_attempt(DeployStep, "killed_deploy", kill=True)
 
 
 #: The toy steps by name, as entry-point targets.
@@ -171,6 +172,7 @@ FLAKY_STEPS: dict[str, str] = {
     "flaky_register": "mlsteps.testing:FlakyRegister",
     "flaky_deploy": "mlsteps.testing:FlakyDeploy",
     "killed_register": "mlsteps.testing:KilledRegister",
+    "killed_deploy": "mlsteps.testing:KilledDeploy",
 }
 
 
