@@ -4,7 +4,7 @@
    ``mlsteps run --no-cache`` vs ``handwritten/penguins_direct.py`` (GX, Feast,
    scikit-learn and MLflow called directly, same data and settings), each side in a
    fresh interpreter after a fresh MLflow store and Feast registry (the ``prepare``
-   step, not timed). ``scale.py`` reuses the project and pair builders at larger sizes.
+   step, not timed). ``scale.py`` reuses :func:`example_project` and :func:`direct_pair` at larger sizes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DIRECT = str(ROOT / "benchmarks" / "handwritten" / "penguins_direct.py")
 
 
-def _project(
+def example_project(
     dest: Path, *, rows: int | None, steps: list[str] | None, n_estimators: int | None = None
 ) -> Path:
     """A copy of the example; ``rows`` synthetic rows instead of the real data; only ``steps``.
@@ -66,15 +66,15 @@ def synthetic(real: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def _fresh(project: Path) -> None:
+def fresh_stores(project: Path) -> None:
     for name in (".mlsteps", ".direct", "mlruns"):
         shutil.rmtree(project / name, ignore_errors=True)
     shutil.rmtree(project / "data" / "feast", ignore_errors=True)
 
 
-def _pair(project: Path, until: str, label: str, *, n_estimators: int = 200) -> list[Contender]:
+def direct_pair(project: Path, until: str, label: str, *, n_estimators: int = 200) -> list[Contender]:
     def prepare() -> None:
-        _fresh(project)
+        fresh_stores(project)
 
     return [
         Contender(
@@ -106,8 +106,8 @@ def main() -> list[str]:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         # Smoke: synthetic rows, so one end-to-end pair covers the data generator too.
-        project = _project(Path(tmp) / "e2e", rows=2_000 if SMOKE else None, steps=None)
-        pair = _pair(project, "register", "pipeline")
+        project = example_project(Path(tmp) / "e2e", rows=2_000 if SMOKE else None, steps=None)
+        pair = direct_pair(project, "register", "pipeline")
         compare(pair, runs=runs, warmup=warmup)
         lines += table(f"example pipeline ({'2,000 synthetic' if SMOKE else '344'} rows)", pair, pair[1].name)
     return lines

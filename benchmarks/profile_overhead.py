@@ -106,14 +106,14 @@ def main() -> int:
         return 0
 
     from _common import bench_env
-    from overhead import _fresh, _project
+    from overhead import example_project, fresh_stores
 
     sides = ["mlsteps", "hand-written"] if args.side == "both" else [args.side]
     with tempfile.TemporaryDirectory() as tmp:
-        project = _project(Path(tmp) / "e2e", rows=None, steps=None)
+        project = example_project(Path(tmp) / "e2e", rows=None, steps=None)
         for side in sides:
             for profile in ("0", "1"):  # the unprofiled run fills the bytecode cache
-                _fresh(project)
+                fresh_stores(project)
                 started = time.perf_counter()
                 proc = subprocess.run(
                     [sys.executable, __file__, "--out", str(out), "--child", side, str(project), profile],

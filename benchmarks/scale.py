@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from _common import QUICK, SMOKE, compare, table
-from overhead import _pair, _project
+from overhead import direct_pair, example_project
 
 STAGES = {
     "validate": ["validate"],
@@ -59,8 +59,10 @@ def main() -> list[str]:
             for stage, steps in STAGES.items():
                 if SMOKE and stage != "validate":
                     continue  # overhead.py's smoke pair already ran every step once on synthetic rows
-                project = _project(Path(tmp) / f"{stage}-{rows}", rows=rows, steps=steps, n_estimators=TREES)
-                pair = _pair(project, stage, f"to {stage}", n_estimators=TREES)
+                project = example_project(
+                    Path(tmp) / f"{stage}-{rows}", rows=rows, steps=steps, n_estimators=TREES
+                )
+                pair = direct_pair(project, stage, f"to {stage}", n_estimators=TREES)
                 large = rows >= 1_000_000
                 compare(pair, runs=1 if large else runs, warmup=0 if large or SMOKE else 1)
                 lines += table(f"{rows:,} rows: up to {stage}", pair, pair[1].name)
