@@ -60,7 +60,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PREFECT", "DAGSTER", "MLFLOW"))
     }
-    env.update({"HOME": str(home), "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra})
+    env.update({"HOME": str(home), "NO_COLOR": "1", **extra})
     return env
 
 
