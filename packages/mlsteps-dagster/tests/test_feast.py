@@ -162,6 +162,10 @@ def test_redis_online_store_with_the_connection_string_from_the_environment(
         pytest.fail("Redis is not reachable on 127.0.0.1:6379: run scripts/ensure-services.sh")
     secret = f"127.0.0.1:6379,db={db}"
     monkeypatch.setenv("MLSTEPS_TEST_FEAST_REDIS", secret)
+    # Keys of the example's Feast project that an interrupted earlier run left behind would
+    # hide this run's writes (Feast's Redis key ends with the project name).
+    for stale in client.scan_iter(match="*penguins"):
+        client.delete(stale)
     before = set(client.keys("*"))
     project.write_text(project.read_text().replace("name: feasty", f"name: feasty_{uuid.uuid4().hex[:6]}"))
     try:

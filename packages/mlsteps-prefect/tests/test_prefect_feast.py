@@ -137,6 +137,10 @@ def test_the_connection_string_reaches_redis_but_not_lineage(example: Path) -> N
         pytest.fail(
             "Redis is not reachable on 127.0.0.1:6379: start it with `bash scripts/ensure-services.sh`"
         )
+    # Keys of the example's Feast project that an interrupted earlier run left behind would
+    # hide this run's writes (Feast's Redis key ends with the project name).
+    for stale in client.scan_iter(match="*penguins"):
+        client.delete(stale)
     before = set(client.keys("*"))
     secret = f"127.0.0.1:6379,db={db}"
     name = f"feast-redis-{uuid.uuid4().hex[:6]}"
