@@ -13,8 +13,12 @@ writes one profile per side to ``--out`` (default ``/tmp/mlsteps-profile``):
   60 functions with the most cumulative time).
 
 For mlsteps it also prints the wall time of each step (from the run's JSON summary).
+``--rows N`` uses N synthetic rows (as ``scale.py``) and ``--until STAGE`` stops both
+sides after that stage (as the data-scale benchmark's stages), e.g. to profile featurise
+at 1M rows.
 
     cd benchmarks && ../.venv/bin/python profile_overhead.py [--out DIR] [--side mlsteps|hand-written|both]
+        [--rows N] [--until validate|featurise|train|register]
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: The hand-written script's stages, in order (mlsteps runs evaluate before register too).
+STAGES = ("validate", "featurise", "train", "register")
 
 
 def _profiled(call: object, out: Path, side: str) -> None:
@@ -65,7 +71,7 @@ def _profiled(call: object, out: Path, side: str) -> None:
         (out / f"{side}.txt").write_text(text.getvalue())
 
 
-def child(side: str, project: Path, out: Path, profile: bool) -> None:
+def child(side: str, project: Path, out: Path, profile: bool, until: str) -> None:
     """One side, in this (fresh) process: ``mlsteps run`` in-process, or the hand-written script."""
     os.chdir(project)
     if side == "mlsteps":
@@ -81,7 +87,7 @@ def child(side: str, project: Path, out: Path, profile: bool) -> None:
         script = str(HERE / "handwritten" / "penguins_direct.py")
 
         def call() -> None:
-            sys.argv = [script, str(project), "--until", "register", "--max-rows", str(10**9)]
+            sys.argv = [script, str(project), "--until", until, "--max-rows", str(10**9)]
             runpy.run_path(script, run_name="__main__")
 
     started = time.perf_counter()
@@ -96,13 +102,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "mlsteps-profile")
     parser.add_argument("--side", choices=["mlsteps", "hand-written", "both"], default="both")
+    parser.add_argument("--rows", type=int, default=None, help="synthetic rows instead of the example's data")
+    parser.add_argument("--until", choices=STAGES, default="register", help="last stage on both sides")
     parser.add_argument("--child", nargs=3, metavar=("SIDE", "PROJECT", "PROFILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.child:
         side, project, profile = args.child
-        child(side, Path(project), out, profile == "1")
+        child(side, Path(project), out, profile == "1", args.until)
         return 0
 
     from _common import bench_env
@@ -110,13 +118,19 @@ def main() -> int:
 
     sides = ["mlsteps", "hand-written"] if args.side == "both" else [args.side]
     with tempfile.TemporaryDirectory() as tmp:
-        project = example_project(Path(tmp) / "e2e", rows=None, steps=None)
+        steps = list(STAGES[: STAGES.index(args.until) + 1])
+        if args.until == "register":
+            steps.insert(-1, "evaluate")
+        project = example_project(Path(tmp) / "e2e", rows=args.rows, steps=steps)
         for side in sides:
             for profile in ("0", "1"):  # the unprofiled run fills the bytecode cache
                 fresh_stores(project)
                 started = time.perf_counter()
                 proc = subprocess.run(
-                    [sys.executable, __file__, "--out", str(out), "--child", side, str(project), profile],
+                    [
+                        *(sys.executable, __file__, "--out", str(out), "--until", args.until),
+                        *("--child", side, str(project), profile),
+                    ],
                     env=bench_env(None),
                     capture_output=True,
                     text=True,
