@@ -30,8 +30,9 @@ class Contender:
 
 #: Bytecode for every measured process, outside the environments. Without it, a machine that sets
 #: PYTHONDONTWRITEBYTECODE (this one does) recompiles every imported module in every fresh process,
-#: and the benchmark would time the compiler. The warm-up run fills it.
-PYCACHE = ROOT / ".venvs" / ".bench-pycache"
+#: and the benchmark would time the compiler. The warm-up run fills it. The same directory ``make``
+#: gives every process it starts (so the tests' runs have filled most of it already).
+PYCACHE = ROOT / ".venvs" / ".pycache"
 
 
 def bench_env(env: dict[str, str] | None) -> dict[str, str]:
