@@ -84,7 +84,7 @@ test: lint docs ## Everything CI runs.
 	bash scripts/ensure-services.sh
 	$(MAKE) --no-print-directory -j2 --output-sync=target _test-core _test-rest
 
-# The two streams: about the same length (about 25 min each on the 2-CPU CI machine, 2026-11-29).
+# The two streams: about the same length (25-27 min each on the 2-CPU CI machine, 2026-11-29).
 .PHONY: _test-core _test-rest
 _test-core:
 	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
