@@ -36,6 +36,8 @@ from _rel_pipeline import (
     write_spec,
 )
 
+from mlsteps.testing import drop_feast_keys
+
 TRAIN_PIPELINE = ("validate", "train", "evaluate", "register")
 FEATURISE_PIPELINE = ("validate", "featurise")
 #: Planted in URIs: it must not appear in any message, record or file the run writes.
@@ -262,10 +264,7 @@ def test_featurise_recovers_once_redis_is_back(tmp_path: Path, penguins: Path) -
     repo = copy_feature_repo(tmp_path, penguins)
     db = 10  # a database of its own (the Dagster secrets scan, in the other CI stream, uses 13)
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-    # Keys of the example's Feast project that an interrupted earlier run left behind would
-    # hide this run's writes (Feast's Redis key ends with the project name).
-    for stale in client.scan_iter(match="*penguins"):
-        client.delete(stale)
+    drop_feast_keys(client, "penguins")  # an interrupted earlier run's keys would hide this run's
     before = keys(client)
     online: dict[str, Any] = {"type": "redis", "connection_string": f"127.0.0.1:{closed_port()},db={db}"}
     spec = write_spec(

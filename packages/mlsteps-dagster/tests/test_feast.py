@@ -17,6 +17,7 @@ from mlsteps.errors import ConfigError
 from mlsteps.lineage import LineageRecorder
 from mlsteps.refs import DatasetRef, parse_ref
 from mlsteps.storage import ArtifactStore
+from mlsteps.testing import drop_feast_keys
 from mlsteps_dagster import FEAST_RESOURCE_KEY, FeastResource, build_definitions
 
 REPO = Path(__file__).resolve().parents[3]
@@ -162,10 +163,7 @@ def test_redis_online_store_with_the_connection_string_from_the_environment(
         pytest.fail("Redis is not reachable on 127.0.0.1:6379: run scripts/ensure-services.sh")
     secret = f"127.0.0.1:6379,db={db}"
     monkeypatch.setenv("MLSTEPS_TEST_FEAST_REDIS", secret)
-    # Keys of the example's Feast project that an interrupted earlier run left behind would
-    # hide this run's writes (Feast's Redis key ends with the project name).
-    for stale in client.scan_iter(match="*penguins"):
-        client.delete(stale)
+    drop_feast_keys(client, "penguins")  # an interrupted earlier run's keys would hide this run's
     before = set(client.keys("*"))
     project.write_text(project.read_text().replace("name: feasty", f"name: feasty_{uuid.uuid4().hex[:6]}"))
     try:

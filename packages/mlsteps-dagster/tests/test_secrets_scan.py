@@ -28,7 +28,7 @@ import dagster as dg
 import pytest
 from conftest import write_spec
 
-from mlsteps.testing import leaks, scan_database, scan_files
+from mlsteps.testing import drop_feast_keys, leaks, scan_database, scan_files
 from mlsteps_dagster import (
     FEAST_RESOURCE_KEY,
     MLFLOW_RESOURCE_KEY,
@@ -117,10 +117,7 @@ def test_planted_secrets_in_the_resources_appear_in_no_output(
         client.ping()
     except redis.ConnectionError:
         pytest.fail("Redis is not reachable on 127.0.0.1:6379: run scripts/ensure-services.sh")
-    # Keys of the example's Feast project that an interrupted earlier run left behind would
-    # hide this run's writes (Feast's Redis key ends with the project name).
-    for stale in client.scan_iter(match="*penguins"):
-        client.delete(stale)
+    drop_feast_keys(client, "penguins")  # an interrupted earlier run's keys would hide this run's
     redis_before = set(client.keys("*"))
 
     # MLflow is the spec's embedded SQLite under the artifact root (no PostgreSQL driver in this env).

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from mlsteps.errors import ConfigError
 from mlsteps.hashing import hash_file
 from mlsteps.refs import DatasetRef, parse_ref
+from mlsteps.testing import drop_feast_keys
 from mlsteps_prefect import FeastSettings, build_flow, featurise_task
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "penguins"
@@ -137,10 +138,7 @@ def test_the_connection_string_reaches_redis_but_not_lineage(example: Path) -> N
         pytest.fail(
             "Redis is not reachable on 127.0.0.1:6379: start it with `bash scripts/ensure-services.sh`"
         )
-    # Keys of the example's Feast project that an interrupted earlier run left behind would
-    # hide this run's writes (Feast's Redis key ends with the project name).
-    for stale in client.scan_iter(match="*penguins"):
-        client.delete(stale)
+    drop_feast_keys(client, "penguins")  # an interrupted earlier run's keys would hide this run's
     before = set(client.keys("*"))
     secret = f"127.0.0.1:6379,db={db}"
     name = f"feast-redis-{uuid.uuid4().hex[:6]}"

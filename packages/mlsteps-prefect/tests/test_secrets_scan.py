@@ -28,7 +28,7 @@ import pytest
 from prefect_helpers import artifacts, flow_run_id, lineage, state_names, task_runs
 from pydantic import SecretStr
 
-from mlsteps.testing import leaks, scan_database, scan_files
+from mlsteps.testing import drop_feast_keys, leaks, scan_database, scan_files
 from mlsteps_prefect import FeastSettings, MlflowSettingsBlock, build_flow
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "penguins"
@@ -114,10 +114,7 @@ def test_planted_secrets_in_the_blocks_appear_in_no_output(
         client.ping()
     except redis.ConnectionError:
         pytest.fail("Redis is not reachable on 127.0.0.1:6379: run scripts/ensure-services.sh")
-    # Keys of the example's Feast project that an interrupted earlier run left behind would
-    # hide this run's writes (Feast's Redis key ends with the project name).
-    for stale in client.scan_iter(match="*penguins"):
-        client.delete(stale)
+    drop_feast_keys(client, "penguins")  # an interrupted earlier run's keys would hide this run's
     redis_before = set(client.keys("*"))
     suffix = uuid.uuid4().hex[:8]
     MlflowSettingsBlock(experiment="secrets", token=SecretStr(TOKEN)).save(f"mlflow-secrets-{suffix}")

@@ -206,6 +206,19 @@ def write_step_plugin(site: Path, steps: Mapping[str, str], *, name: str = "mlst
     return site
 
 
+def drop_feast_keys(client: Any, project: str) -> int:
+    """Delete a Feast project's keys from a Redis client's database; how many there were.
+
+    Feast's Redis key is the serialised entity key followed by the project name. Tests
+    that check "this run wrote to Redis" call it first, so keys an interrupted earlier
+    run left behind cannot hide the run's writes.
+    """
+    stale = list(client.scan_iter(match=f"*{project}", count=1000))
+    if stale:
+        client.delete(*stale)
+    return len(stale)
+
+
 def leaks(text: str, planted: Sequence[str]) -> list[str]:
     """Which of the ``planted`` secret values occur in ``text`` (tests of secret handling)."""
     return [p for p in planted if p in text]
