@@ -90,10 +90,16 @@ def run_once(c: Contender) -> tuple[float, float, str]:
 PEAK_SNIPPET = "\n"
 
 
-def compare(contenders: list[Contender], *, runs: int, warmup: int = 1) -> list[str]:
-    """Run contenders alternately (warm-up first); return the output of each contender's last run."""
+def compare(
+    contenders: list[Contender], *, runs: int, warmup: int = 1, warm: list[Contender] | None = None
+) -> list[str]:
+    """Run contenders alternately (warm-up first); return the output of each contender's last run.
+
+    ``warm`` (default: all of them) are the contenders the warm-up rounds run, e.g. only the
+    baseline when it imports everything the other side does and each run is expensive.
+    """
     for _ in range(warmup):
-        for c in contenders:
+        for c in contenders if warm is None else warm:
             run_once(c)
     last: list[str] = ["" for _ in contenders]
     for _ in range(runs):

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from _common import PEAK_SNIPPET, QUICK, ROOT, SMOKE, Contender, compare, table
+from _common import PEAK_SNIPPET, ROOT, SMOKE, Contender, compare, table
 from parse import HAND, HEAVY_SNIPPET, SPEC, _py
 
 KEDRO = ROOT / "benchmarks" / "kedro"
@@ -83,7 +83,7 @@ def _line(out: str, tag: str) -> str:
 
 def main() -> list[str]:
     setup_env()
-    runs = 1 if SMOKE else (3 if QUICK else 5)
+    runs = 1 if SMOKE else 3
     airflow_version = subprocess.run(
         [
             _py("kedro"),

@@ -93,7 +93,7 @@ def direct_pair(project: Path, until: str, label: str, *, n_estimators: int = 20
 
 
 def main() -> list[str]:
-    runs = 1 if SMOKE else (3 if QUICK else 5)
+    runs = 1 if SMOKE else (2 if QUICK else 3)
     warmup = 0 if SMOKE else 1
     lines = [
         "## 2. Step overhead: the example end to end",

@@ -8,6 +8,11 @@ It does not write reports, lineage, hashes or a model card: that is mlsteps'
 extra work, and part of what the benchmark measures.
 
     python penguins_direct.py PROJECT_DIR [--until STAGE]   # PROJECT_DIR holds data/, feature_repo/
+    python penguins_direct.py PROJECT_DIR --only STAGE      # one stage, from the files the one before left
+
+``--only`` is the data-scale benchmark's per-step mode: each stage in its own process, as
+an orchestrator runs them. featurise then writes its training set to
+``PROJECT_DIR/.direct/features.parquet`` (as mlsteps writes its own) and train reads it.
 """
 
 from __future__ import annotations
@@ -167,12 +172,15 @@ STAGES = ("validate", "featurise", "train", "register")
 def main() -> None:
     import argparse
 
-    import mlflow
     import pandas as pd
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("project", type=Path)
-    parser.add_argument("--until", choices=STAGES, default="register", help="last stage to run")
+    stages = parser.add_mutually_exclusive_group()
+    stages.add_argument("--until", choices=STAGES, default="register", help="last stage to run")
+    stages.add_argument(
+        "--only", choices=STAGES[:3], help="run one stage, from the files the stage before it left"
+    )
     parser.add_argument("--max-rows", type=int, default=100000, help="row-count expectation's maximum")
     parser.add_argument(
         "--n-estimators", type=int, default=200, help="the forest's size (the example's: 200)"
@@ -181,14 +189,28 @@ def main() -> None:
     project = args.project.resolve()
     store = project / ".direct"
     store.mkdir(exist_ok=True)
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    # Imported only by the stages that use MLflow, as mlsteps' steps do.
+    tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
+    features_file = store / "features.parquet"
+    if args.only == "train":
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        train(pd.read_parquet(features_file), args.n_estimators)
+        return
     df = pd.read_parquet(project / "data" / "penguins.parquet")
+    if args.only == "featurise":
+        featurise(project / "feature_repo", df).to_parquet(features_file, index=False)
+        return
     validate(df, args.max_rows)
-    if args.until == "validate":
+    if args.only == "validate" or args.until == "validate":
         return
     features = featurise(project / "feature_repo", df)
     if args.until == "featurise":
         return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
     model_uri, run_id, X_test, y_test = train(features, args.n_estimators)
     if args.until == "train":
         return
