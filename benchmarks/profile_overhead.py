@@ -14,8 +14,8 @@ writes one profile per side to ``--out`` (default ``/tmp/mlsteps-profile``):
 
 For mlsteps it also prints the wall time of each step (from the run's JSON summary).
 ``--rows N`` uses N synthetic rows (as ``scale.py``) and ``--until STAGE`` stops both
-sides after that stage (as the data-scale benchmark's stages), e.g. to profile featurise
-at 1M rows.
+sides after that stage (the pipeline up to it, in one process; ``scale.py`` times each
+step in a process of its own), e.g. to profile featurise at 1M rows.
 
     cd benchmarks && ../.venv/bin/python profile_overhead.py [--out DIR] [--side mlsteps|hand-written|both]
         [--rows N] [--until validate|featurise|train|register]
