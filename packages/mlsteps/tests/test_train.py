@@ -6,9 +6,11 @@ whose creation takes several seconds) and keep apart by using distinct run ids.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from _helpers_train import (
     diabetes_ref,
@@ -97,6 +99,14 @@ def test_train_logs_the_model_and_writes_both_splits(trained: Any, penguins: dic
     assert dataset_input.dataset.source == f'{{"uri": "{penguins["uri"]}"}}'
     input_tags = {t.key: t.value for t in dataset_input.tags}
     assert input_tags["mlsteps.content_hash"] == penguins["content_hash"]
+    # The dataset is described without MLflow's row-by-row pass: the digest is the content
+    # hash's start, and the schema the one MLflow infers from the whole frame.
+    assert dataset_input.dataset.digest == penguins["content_hash"].removeprefix("sha256:")[:8]
+    import mlflow.data
+
+    frame = pd.read_parquet(penguins["uri"])
+    expected = mlflow.data.from_pandas(frame, targets="species").schema
+    assert dataset_input.dataset.schema == json.dumps({"mlflow_colspec": expected.to_dict()})
 
     loaded = mlflow.sklearn.load_model(model.uri)
     predictions = loaded.predict(test_df[model.metadata["features"]])
@@ -104,6 +114,38 @@ def test_train_logs_the_model_and_writes_both_splits(trained: Any, penguins: dic
     assert (
         mlflow.models.get_model_info(model.uri).signature.inputs.input_names() == model.metadata["features"]
     )
+
+
+def test_dataset_schema_is_what_mlflow_infers_from_every_row() -> None:
+    """Distinct values give MLflow's own schema, for each kind of column, missing values included."""
+    import mlflow.data
+
+    from mlsteps.backends.mlflow import dataset_schema
+
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "ints": range(n),
+            "floats": [float(i) if i % 7 else None for i in range(n)],
+            "text": ["a", "b", None] * (n // 3),
+            "flags": [True, False] * (n // 2),
+            "when": pd.date_range("2024-01-01", periods=n, tz="UTC"),
+            "naive_when": pd.Series(pd.date_range("2024-01-01", periods=n)).where(lambda s: s.dt.day != 3),
+            "category": pd.Categorical(["x", "y", "z"] * (n // 3)),
+            "string": pd.array(["p", None, "q"] * (n // 3), dtype="string"),
+            "lists": [[1, 2], [3]] * (n // 2),
+            "empty": [None] * n,
+            "bytes": [b"a", b"b"] * (n // 2),
+        }
+    )
+    ours = dataset_schema(frame)
+    theirs = mlflow.data.from_pandas(frame).schema
+    assert ours is not None and theirs is not None
+    assert ours.to_dict() == theirs.to_dict()
+    # A column mixing numbers and text has no MLflow schema; neither does ours.
+    frame["mixed"] = [1, "x", 2.5] * (n // 3)
+    assert mlflow.data.from_pandas(frame).schema is None
+    assert dataset_schema(frame) is None
 
 
 def test_same_data_config_and_seed_give_identical_metrics(

@@ -564,7 +564,7 @@ def _log_to_mlflow(
     import mlflow
     import mlflow.sklearn
 
-    from mlsteps.backends.mlflow import wrap
+    from mlsteps.backends.mlflow import pandas_dataset, wrap
 
     tags = {**ctx.tags(), "mlsteps.step_type": "train", WORK_TAG: work}
     if dataset.content_hash:
@@ -572,12 +572,13 @@ def _log_to_mlflow(
     try:
         with mlflow.start_run(experiment_id=experiment_id, run_name=ctx.run_key.step, tags=tags) as run:
             mlflow.log_params(_flat_params(config, prepared))
-            with warnings.catch_warnings():
-                # A local path matches two equivalent source types; MLflow warns and picks one.
-                warnings.simplefilter("ignore", UserWarning)
-                source = mlflow.data.from_pandas(
-                    df, source=dataset.uri, targets=config.target, name=dataset.uri.rsplit("/", 1)[-1]
-                )
+            source = pandas_dataset(
+                df,
+                source=dataset.uri,
+                targets=config.target,
+                name=dataset.uri.rsplit("/", 1)[-1],
+                content_hash=dataset.content_hash,
+            )
             mlflow.log_input(
                 source, context="training", tags={"mlsteps.content_hash": dataset.content_hash or ""}
             )
