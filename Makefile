@@ -96,7 +96,7 @@ _test-rest:
 bench: envs ## Benchmarks (parse cost, step and adapter overhead, data scale to 1M rows, ZenML, caching) -> benchmarks/results.md; BENCH_QUICK=1 for fewer runs.
 	cd benchmarks && ../$(VENV)/bin/python run.py
 
-bench-5m: envs ## Data scale at 5M rows (45 min on 2 CPUs) -> benchmarks/results_5m.md.
+bench-5m: envs ## Data scale at 5M rows (45 min on 2 CPUs before the per-step change) -> benchmarks/results_5m.md.
 	cd benchmarks && BENCH_ROWS=5000000 BENCH_OUT=results_5m.md ../$(VENV)/bin/python run.py scale
 
 bench-drift: envs ## monitor vs Evidently on 1M rows x 50 columns (several minutes) -> benchmarks/drift_results.md.
