@@ -111,6 +111,62 @@ def compare(
     return last
 
 
+def import_warmup(
+    name: str, python: str, modules: list[str], *, env: dict[str, str] | None = None
+) -> Contender:
+    """A warm-up that only imports ``modules`` in ``python``'s environment, not timed.
+
+    Nearly all of a fresh run of the example is importing GX, Feast, MLflow and scikit-learn
+    (plus the orchestrator), on both sides. Importing them fills the bytecode cache
+    (:data:`PYCACHE`) and the page cache as a whole warm-up run does, in a third of its time.
+    """
+    return Contender(f"warm-up imports ({name})", [python, "-c", f"import {', '.join(modules)}"], env=env)
+
+
+#: Finds each module named in argv without importing anything (PathFinder walks the packages'
+#: directories), so a smoke run checks a warm-up's module list in a fraction of a second.
+FIND_MODULES = """\
+import sys
+from importlib.machinery import PathFinder
+missing = []
+for name in sys.argv[1:]:
+    path = None
+    for part in name.split("."):
+        spec = PathFinder.find_spec(part, path)
+        if spec is None:
+            missing.append(name)
+            break
+        path = spec.submodule_search_locations
+sys.exit(f"not installed: {', '.join(missing)}" if missing else 0)
+"""
+
+
+def check_warmup(warmup: Contender) -> None:
+    """Fail if a module an :func:`import_warmup` names is not installed (what smoke runs check)."""
+    python, modules = warmup.argv[0], warmup.argv[2].removeprefix("import ").split(", ")
+    done = subprocess.run(
+        [python, "-c", FIND_MODULES, *modules], env=warmup.env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{warmup.name}: {done.stderr.strip()}")
+
+
+#: What the example's steps import on both sides of a comparison, besides the orchestrator.
+EXAMPLE_LIBRARIES = [
+    "pandas",
+    "pyarrow.parquet",
+    "great_expectations",
+    "feast",
+    "feast.infra.offline_stores.dask",
+    "mlflow",
+    "mlflow.sklearn",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "sklearn.ensemble",
+    "sklearn.metrics",
+    "skops.io",
+]
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
