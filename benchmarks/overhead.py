@@ -25,7 +25,6 @@ from _common import (
     ROOT,
     SMOKE,
     Contender,
-    check_warmup,
     compare,
     import_warmup,
     table,
@@ -126,8 +125,6 @@ def main() -> list[str]:
         project = example_project(Path(tmp) / "e2e", rows=2_000 if SMOKE else None, steps=None)
         pair = direct_pair(project)
         warm = import_warmup("mlsteps and the libraries", PYTHON, ["mlsteps.cli", *EXAMPLE_LIBRARIES])
-        if SMOKE:
-            check_warmup(warm)
         compare(pair, runs=runs, warmup=warmup, warm=[warm])
         COLD = None if SMOKE else pair[0]
         lines += table(f"example pipeline ({'2,000 synthetic' if SMOKE else '344'} rows)", pair, pair[1].name)
