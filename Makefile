@@ -86,7 +86,8 @@ test: envs ## Everything CI runs.
 	bash scripts/ensure-services.sh
 	$(MAKE) --no-print-directory -j2 --output-sync=target _test-core _test-rest
 
-# The two streams: about the same length (about 30 min each on the 2-CPU CI machine, 2026-11-29).
+# The two streams on the 2-CPU CI machine (2026-11-30): docs + core tests about 26 min; lint (about 4)
+# + the adapter suites (about 20) + the benchmark smoke about 31 min.
 .PHONY: _test-core _test-rest
 _test-core: docs
 	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
