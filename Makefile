@@ -77,8 +77,8 @@ $(addprefix test-,$(ADAPTERS)): test-%: env-% ## An adapter's tests in its own e
 test-prefect: env-scan
 test-dagster: env-scan
 
-# CI: two streams at once (the machine has 2 CPUs and most tests use one): the docs build then
-# the core and cross-package tests, and lint then the adapters' suites and the benchmark smoke.
+# CI: two streams at once (the machine has 2 CPUs and most tests use one): lint then the core
+# and cross-package tests, and the docs build then the adapters' suites and the benchmark smoke.
 # Lint and docs run side by side at the start of the streams, not before them, so they do
 # not add their minute or two to the whole. Any failure fails `make test`.
 .PHONY: test
@@ -86,12 +86,12 @@ test: envs ## Everything CI runs.
 	bash scripts/ensure-services.sh
 	$(MAKE) --no-print-directory -j2 --output-sync=target _test-core _test-rest
 
-# The two streams on the 2-CPU CI machine (2026-11-30): docs + core tests about 26 min; lint (about 4)
-# + the adapter suites (about 20) + the benchmark smoke about 31 min.
+# Measured on the 2-CPU CI machine (2026-11-30): core tests about 26 min, lint about 4, the adapter
+# suites about 20, the benchmark smoke about 7: lint goes with the core tests to even the streams.
 .PHONY: _test-core _test-rest
-_test-core: docs
+_test-core: lint
 	$(VENV)/bin/pytest packages/mlsteps/tests tests $(PYTEST_ARGS)
-_test-rest: lint
+_test-rest: docs
 	for a in $(ADAPTERS); do .venvs/$$a/bin/pytest packages/mlsteps-$$a/tests $(PYTEST_ARGS) || exit 1; done
 	$(MAKE) --no-print-directory _bench-smoke
 

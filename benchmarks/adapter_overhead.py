@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 from _common import EXAMPLE_LIBRARIES, ROOT, SMOKE, Contender, compare, import_warmup, table
+from overhead import fresh_stores
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -108,13 +109,6 @@ def _project(dest: Path, steps: tuple[str, ...]) -> Path:
     spec["steps"] = {k: {**v, "cache": False} for k, v in spec["steps"].items() if k in steps}
     (dest / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
-
-
-def _fresh(project: Path) -> None:
-    """No MLflow store, Feast registry, artifacts or intermediate files from an earlier run."""
-    for name in (".mlsteps", ".direct", "mlruns"):
-        shutil.rmtree(project / name, ignore_errors=True)
-    shutil.rmtree(project / "data" / "feast", ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -221,7 +215,7 @@ def _pair(
     }
 
     def prepare() -> None:
-        _fresh(project)
+        fresh_stores(project)
 
     python = _bin(adapter)
     return [
